@@ -1,0 +1,171 @@
+//! `tapline-agent`: the Tapline host agent.
+
+use std::fs::File;
+use std::io::{self, BufWriter, IsTerminal, Read, Write};
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use tapline_agent::capture::file::read_frames;
+use tapline_agent::decode::Decoder;
+use tapline_agent::output::eve::{EveOptions, write_transaction};
+use tapline_agent::pipeline::{Pipeline, PipelineConfig};
+
+#[derive(Parser)]
+#[command(name = "tapline-agent", version, about = "Passive API traffic sensor")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Read pcap/pcapng files (or `-` for stdin) and log their HTTP transactions.
+    Read(ReadArgs),
+}
+
+#[derive(Args)]
+struct ReadArgs {
+    /// Capture files; `-` reads standard input.
+    #[arg(required = true)]
+    files: Vec<PathBuf>,
+    /// Write the log here instead of standard output.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Add decoded request/response bodies (base64, bounded by --body-limit).
+    #[arg(long)]
+    bodies: bool,
+    /// Print end-of-run counters to standard error.
+    #[arg(long)]
+    stats: bool,
+    #[command(flatten)]
+    tuning: Tuning,
+}
+
+/// Data-path settings shared by every capture source.
+#[derive(Args, Clone, Copy)]
+struct Tuning {
+    /// Bytes of each decoded body kept for later stages and --bodies.
+    #[arg(long, default_value_t = 64 * 1024)]
+    body_limit: usize,
+    /// Drop TCP segments with a bad checksum (off: offload makes them common).
+    #[arg(long)]
+    validate_checksums: bool,
+    /// Ignore connections whose handshake was not captured.
+    #[arg(long)]
+    no_midstream: bool,
+    /// Whether VLAN ids separate connections (false when the two directions of a
+    /// mirrored link arrive on different VLANs).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    vlan_tracking: bool,
+    /// Concurrent connections tracked before the least active are evicted.
+    #[arg(long, default_value_t = 65_536)]
+    max_flows: usize,
+    /// Seconds without a packet before a connection is ended.
+    #[arg(long, default_value_t = 600)]
+    flow_timeout: u64,
+    /// Out-of-order bytes buffered per direction before a hole is given up on.
+    #[arg(long, default_value_t = 1 << 20)]
+    max_pending_bytes: usize,
+}
+
+impl Tuning {
+    fn config(&self) -> PipelineConfig {
+        let mut c = PipelineConfig {
+            decoder: Decoder {
+                validate_checksums: self.validate_checksums,
+            },
+            ..Default::default()
+        };
+        c.http.body.capture_limit = self.body_limit;
+        c.flows.midstream = !self.no_midstream;
+        c.flows.use_vlan = self.vlan_tracking;
+        c.flows.max_flows = self.max_flows.max(1);
+        c.flows.idle_timeout = (self.flow_timeout as i64).saturating_mul(1_000_000);
+        c.flows.stream.max_pending_bytes = self.max_pending_bytes;
+        c
+    }
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Read(args) => read(args),
+    }
+}
+
+fn read(args: ReadArgs) -> Result<()> {
+    let mut out: Box<dyn Write> = match &args.out {
+        Some(p) => Box::new(File::create(p).with_context(|| format!("creating {}", p.display()))?),
+        None => Box::new(io::stdout().lock()),
+    };
+    let mut out = BufWriter::with_capacity(1 << 16, &mut out);
+    let mut pipeline = Pipeline::new(args.tuning.config());
+    let opts = EveOptions {
+        bodies: args.bodies,
+    };
+    let mut line = Vec::with_capacity(4096);
+    let mut write_err: Option<io::Error> = None;
+    let mut sink = |meta: &_, tx: _| {
+        line.clear();
+        write_transaction(&mut line, meta, &tx, &opts);
+        if write_err.is_none() {
+            if let Err(e) = out.write_all(&line) {
+                write_err = Some(e);
+            }
+        }
+    };
+    let mut truncated_files = 0;
+    let show_progress = io::stderr().is_terminal();
+    for path in &args.files {
+        let (input, size): (Box<dyn Read + Send>, u64) = if path.as_os_str() == "-" {
+            (Box::new(io::stdin()), 0)
+        } else {
+            let f = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+            let size = f.metadata().map(|m| m.len()).unwrap_or(0);
+            (Box::new(f), size)
+        };
+        let bar = if show_progress && size > 0 {
+            let b = ProgressBar::new(size);
+            b.set_style(
+                ProgressStyle::with_template("{msg} {bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
+                    .unwrap_or_else(|_| ProgressStyle::default_bar()),
+            );
+            b.set_message(path.display().to_string());
+            Some(b)
+        } else {
+            None
+        };
+        let summary = read_frames(
+            input,
+            |f| pipeline.frame(f.linktype, f.ts, f.data, &mut sink),
+            |done| {
+                if let Some(b) = &bar {
+                    b.set_position(done)
+                }
+            },
+        )
+        .with_context(|| format!("reading {}", path.display()))?;
+        if let Some(b) = bar {
+            b.finish_and_clear();
+        }
+        if summary.truncated {
+            truncated_files += 1;
+            eprintln!("warning: {} ends inside a packet record; the partial record was skipped", path.display());
+        }
+    }
+    pipeline.finish(&mut sink);
+    if let Some(e) = write_err {
+        return Err(e).context("writing the log");
+    }
+    out.flush().context("writing the log")?;
+    if args.stats {
+        eprint!(
+            "{}",
+            tapline_agent::stats::render(&pipeline.stats(), &pipeline.flow_stats(), truncated_files)
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,282 @@
+//! The HTTP transaction log in Suricata's EVE form, plus Zeek's body lengths and the
+//! anomalies Tapline flags. Field meanings follow `shared/corpus/SOURCE.md`; the format
+//! is documented in `docs/http-log.md`.
+
+use std::io::Write;
+
+use base64::Engine;
+
+use crate::decode::Micros;
+use crate::http::{Head, Transaction, head};
+use crate::reassembly::FlowMeta;
+
+/// Options of the log.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct EveOptions {
+    /// Add the captured (decoded, bounded) bodies, base64-encoded.
+    pub bodies: bool,
+}
+
+/// Formats a timestamp as EVE does: `2024-01-31T12:00:00.123456+0000`.
+pub fn format_ts(ts: Micros, out: &mut Vec<u8>) {
+    let secs = ts.div_euclid(1_000_000);
+    let micros = ts.rem_euclid(1_000_000);
+    let days = secs.div_euclid(86_400);
+    let sod = secs.rem_euclid(86_400);
+    // Civil date from days since 1970-01-01 (H. Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    let _ = write!(
+        out,
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{micros:06}+0000",
+        sod / 3600,
+        sod / 60 % 60,
+        sod % 60
+    );
+}
+
+/// Writes JSON with the separators handled.
+struct Obj<'a> {
+    out: &'a mut Vec<u8>,
+    first: bool,
+}
+
+impl<'a> Obj<'a> {
+    fn open(out: &'a mut Vec<u8>) -> Self {
+        out.push(b'{');
+        Obj { out, first: true }
+    }
+    fn key(&mut self, k: &str) {
+        if !self.first {
+            self.out.push(b',');
+        }
+        self.first = false;
+        self.out.push(b'"');
+        self.out.extend_from_slice(k.as_bytes());
+        self.out.extend_from_slice(b"\":");
+    }
+    fn str(&mut self, k: &str, v: &[u8]) {
+        self.key(k);
+        write_str(self.out, v);
+    }
+    fn num(&mut self, k: &str, v: u64) {
+        self.key(k);
+        let _ = write!(self.out, "{v}");
+    }
+    fn raw(&mut self, k: &str, v: &[u8]) {
+        self.key(k);
+        self.out.extend_from_slice(v);
+    }
+    fn close(self) {
+        self.out.push(b'}');
+    }
+}
+
+/// A JSON string from bytes that may not be UTF-8 (invalid sequences become U+FFFD).
+fn write_str(out: &mut Vec<u8>, v: &[u8]) {
+    let s = String::from_utf8_lossy(v);
+    let _ = serde_json::to_writer(&mut *out, s.as_ref());
+}
+
+fn headers(out: &mut Vec<u8>, h: &Head) {
+    out.push(b'[');
+    for (i, (n, v)) in h.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        let mut o = Obj::open(out);
+        o.str("name", n);
+        o.str("value", v);
+        o.close();
+    }
+    out.push(b']');
+}
+
+/// Host and port of a request: from an absolute URI, else the Host header.
+pub fn host_port(req: &Head) -> Option<(Vec<u8>, Option<u16>)> {
+    let uri = req.part(1);
+    let authority = if let Some(rest) = uri
+        .strip_prefix(b"http://")
+        .or_else(|| uri.strip_prefix(b"https://"))
+    {
+        let end = rest
+            .iter()
+            .position(|&b| b == b'/' || b == b'?' || b == b'#')
+            .unwrap_or(rest.len());
+        Some(&rest[..end])
+    } else if req.part(0).eq_ignore_ascii_case(b"CONNECT") {
+        None
+    } else {
+        None
+    };
+    let authority = match authority {
+        Some(a) if !a.is_empty() => a,
+        _ => head::trim(req.header("host")?),
+    };
+    let authority = match authority.iter().rposition(|&b| b == b'@') {
+        Some(at) => &authority[at + 1..],
+        None => authority,
+    };
+    let (host, port) = if authority.first() == Some(&b'[') {
+        match authority.iter().position(|&b| b == b']') {
+            Some(end) => {
+                let port = authority[end + 1..].strip_prefix(b":");
+                (&authority[1..end], port)
+            }
+            None => (authority, None),
+        }
+    } else {
+        match authority.iter().rposition(|&b| b == b':') {
+            Some(c) => (&authority[..c], Some(&authority[c + 1..])),
+            None => (authority, None),
+        }
+    };
+    let port = port.and_then(|p| std::str::from_utf8(p).ok()?.parse().ok());
+    let mut host = host.to_ascii_lowercase();
+    while host.last() == Some(&b'.') {
+        host.pop();
+    }
+    Some((host, port))
+}
+
+/// Appends one EVE `http` line (with its newline) for `tx` to `out`.
+pub fn write_transaction(out: &mut Vec<u8>, meta: &FlowMeta, tx: &Transaction, opts: &EveOptions) {
+    let ts = tx.request_ts.or(tx.response_ts).unwrap_or(meta.first_ts);
+    let mut o = Obj::open(out);
+    o.key("timestamp");
+    o.out.push(b'"');
+    format_ts(ts, o.out);
+    o.out.push(b'"');
+    o.num("flow_id", meta.flow_id);
+    if !meta.vlan.is_empty() {
+        o.key("vlan");
+        let _ = serde_json::to_writer(&mut *o.out, meta.vlan.as_slice());
+    }
+    o.str("event_type", b"http");
+    o.str("src_ip", meta.client.0.to_string().as_bytes());
+    o.num("src_port", u64::from(meta.client.1));
+    o.str("dest_ip", meta.server.0.to_string().as_bytes());
+    o.num("dest_port", u64::from(meta.server.1));
+    o.str("proto", b"TCP");
+    o.num("tx_id", tx.tx_id);
+    o.key("http");
+    let mut h = Obj::open(o.out);
+    if let Some(req) = &tx.request {
+        if let Some((host, port)) = host_port(req) {
+            h.str("hostname", &host);
+            if let Some(p) = port {
+                h.num("http_port", u64::from(p));
+            }
+        }
+        h.str("url", req.part(1));
+        if let Some(ua) = req.header("user-agent") {
+            h.str("http_user_agent", ua);
+        }
+    }
+    if let Some(resp) = &tx.response {
+        if let Some(ct) = resp.header("content-type") {
+            // Suricata logs the media type without parameters.
+            let mt = ct.split(|&b| b == b';').next().unwrap_or(ct);
+            h.str("http_content_type", head::trim(mt));
+        }
+    }
+    if let Some(req) = &tx.request {
+        if let Some(r) = req.header("referer") {
+            h.str("http_refer", r);
+        }
+    }
+    if let Some(resp) = &tx.response {
+        if let Some(loc) = resp.header("location") {
+            h.str("redirect", loc);
+        }
+    }
+    if let Some(req) = &tx.request {
+        h.str("http_method", req.part(0));
+        if !req.part(2).is_empty() {
+            h.str("protocol", req.part(2));
+        }
+    }
+    if let Some(resp) = &tx.response {
+        match tx.status() {
+            Some(s) => h.num("status", u64::from(s)),
+            None if !resp.part(1).is_empty() => h.str("status_string", resp.part(1)),
+            None => {}
+        }
+    }
+    h.num("length", tx.response_body.transferred);
+    if let Some(resp) = &tx.response {
+        h.str("response_protocol", resp.part(0));
+        h.str("status_msg", resp.part(2));
+    }
+    if let Some((code, msg)) = &tx.interim {
+        h.num("info_code", u64::from(*code));
+        h.str("info_msg", msg);
+    }
+    h.num("request_body_len", tx.request_body.decoded);
+    h.num("response_body_len", tx.response_body.decoded);
+    if let Some(req) = &tx.request {
+        h.key("request_headers");
+        headers(h.out, req);
+    }
+    if let Some(resp) = &tx.response {
+        h.key("response_headers");
+        headers(h.out, resp);
+    }
+    if opts.bodies {
+        let b64 = base64::engine::general_purpose::STANDARD;
+        if !tx.request_body.captured.is_empty() {
+            h.str("http_request_body", b64.encode(&tx.request_body.captured).as_bytes());
+        }
+        if !tx.response_body.captured.is_empty() {
+            h.str("http_response_body", b64.encode(&tx.response_body.captured).as_bytes());
+        }
+    }
+    let mut names = String::from("[");
+    for (i, n) in tx.anomalies.names().enumerate() {
+        if i > 0 {
+            names.push(',');
+        }
+        names.push('"');
+        names.push_str(&n);
+        names.push('"');
+    }
+    names.push(']');
+    h.raw("anomalies", names.as_bytes());
+    h.close();
+    o.close();
+    out.push(b'\n');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps() {
+        let mut v = Vec::new();
+        format_ts(1_259_098_280_123_456, &mut v);
+        assert_eq!(String::from_utf8(v).unwrap(), "2009-11-24T21:31:20.123456+0000");
+        let mut v = Vec::new();
+        format_ts(0, &mut v);
+        assert_eq!(String::from_utf8(v).unwrap(), "1970-01-01T00:00:00.000000+0000");
+    }
+
+    #[test]
+    fn host_from_header_and_absolute_uri() {
+        let mut a = crate::http::Anomaly::empty();
+        let lim = head::HeadLimits { max_fields: 10 };
+        let h = head::parse(b"GET / HTTP/1.1\r\nHost: WWW.Example.com:8080\r\n\r\n".to_vec(), &lim, &mut a);
+        assert_eq!(host_port(&h), Some((b"www.example.com".to_vec(), Some(8080))));
+        let h = head::parse(b"GET http://a.b/x HTTP/1.1\r\nHost: other\r\n\r\n".to_vec(), &lim, &mut a);
+        assert_eq!(host_port(&h), Some((b"a.b".to_vec(), None)));
+        let h = head::parse(b"GET / HTTP/1.1\r\nHost: [::1]:80\r\n\r\n".to_vec(), &lim, &mut a);
+        assert_eq!(host_port(&h), Some((b"::1".to_vec(), Some(80))));
+    }
+}

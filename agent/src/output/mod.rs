@@ -1,0 +1,3 @@
+//! Log formats written by the agent.
+
+pub mod eve;

@@ -1,0 +1,423 @@
+//! TCP reassembly: decoded segments in, ordered byte streams per connection out.
+//!
+//! [`FlowTable`] tracks connections (bounded, with idle timeouts and eviction), decides
+//! which end is the client, and hands each direction's in-order bytes and gaps to a
+//! [`StreamHandler`] (the HTTP stage). Flows picked up midstream and one-sided captures
+//! are handled; see `docs/reassembly.md` for the overlap and gap policy.
+
+pub mod stream;
+
+use std::net::IpAddr;
+
+use foldhash::HashMap;
+
+use crate::decode::{Micros, TcpSegment, VlanIds};
+pub use stream::{Chunk, Stream, StreamLimits, StreamStats};
+
+/// Which end of the connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Side {
+    Client = 0,
+    Server = 1,
+}
+
+impl Side {
+    pub fn other(self) -> Side {
+        match self {
+            Side::Client => Side::Server,
+            Side::Server => Side::Client,
+        }
+    }
+}
+
+/// What a connection's bytes are handed to.
+pub trait StreamHandler {
+    type Output;
+    fn data(&mut self, side: Side, data: &[u8], ts: Micros, out: &mut Vec<Self::Output>);
+    fn gap(&mut self, side: Side, len: u64, ts: Micros, out: &mut Vec<Self::Output>);
+    fn close(&mut self, side: Side, ts: Micros, out: &mut Vec<Self::Output>);
+    /// The connection ended; everything still open is emitted.
+    fn finish(&mut self, ts: Micros, out: &mut Vec<Self::Output>);
+    /// Whether the handler wants no more bytes (e.g. the connection became a tunnel).
+    fn is_done(&self) -> bool {
+        false
+    }
+}
+
+type Endpoint = (IpAddr, u16);
+
+/// A connection's identity, independent of direction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FlowKey {
+    vlan: VlanIds,
+    lo: Endpoint,
+    hi: Endpoint,
+}
+
+impl FlowKey {
+    fn of(seg: &TcpSegment<'_>, use_vlan: bool) -> FlowKey {
+        let a = (seg.src, seg.sport);
+        let b = (seg.dst, seg.dport);
+        let (lo, hi) = if a <= b { (a, b) } else { (b, a) };
+        FlowKey {
+            vlan: if use_vlan { seg.vlan } else { VlanIds::default() },
+            lo,
+            hi,
+        }
+    }
+}
+
+/// What the log needs to know about a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FlowMeta {
+    /// Stable id of the connection, below 2^53 so JSON readers keep it exact.
+    pub flow_id: u64,
+    pub client: Endpoint,
+    pub server: Endpoint,
+    pub vlan: VlanIds,
+    pub first_ts: Micros,
+    /// Picked up without seeing the handshake.
+    pub midstream: bool,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct FlowLimits {
+    pub max_flows: usize,
+    /// A connection with no packet for this long is ended.
+    pub idle_timeout: Micros,
+    /// A closed connection is remembered this long to absorb retransmissions.
+    pub closed_timeout: Micros,
+    pub stream: StreamLimits,
+    /// Tell apart connections that differ only by VLAN id (overlapping address spaces).
+    pub use_vlan: bool,
+    /// Track connections whose handshake was not seen.
+    pub midstream: bool,
+}
+
+impl Default for FlowLimits {
+    fn default() -> Self {
+        FlowLimits {
+            max_flows: 65_536,
+            idle_timeout: 600_000_000,
+            closed_timeout: 30_000_000,
+            stream: StreamLimits::default(),
+            use_vlan: true,
+            midstream: true,
+        }
+    }
+}
+
+/// Counters of the flow table.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct FlowStats {
+    pub flows: u64,
+    pub midstream_flows: u64,
+    pub evicted: u64,
+    pub timed_out: u64,
+    pub ignored_midstream: u64,
+    pub streams: StreamStats,
+}
+
+impl StreamStats {
+    fn add(&mut self, o: &StreamStats) {
+        self.bytes += o.bytes;
+        self.segments += o.segments;
+        self.retransmitted_bytes += o.retransmitted_bytes;
+        self.overlap_mismatches += o.overlap_mismatches;
+        self.gaps += o.gaps;
+        self.gap_bytes += o.gap_bytes;
+        self.out_of_order += o.out_of_order;
+    }
+}
+
+struct Flow<A> {
+    meta: FlowMeta,
+    streams: [Stream; 2],
+    handler: A,
+    last_ts: Micros,
+    closed: bool,
+    rst: bool,
+    /// Data has been handed on; sides can no longer be swapped.
+    delivered: bool,
+    syn_seen: bool,
+}
+
+const HTTP_PORTS: &[u16] = &[80, 8080, 8000, 8008, 8888, 3128, 443, 8443, 5000, 3000, 9000];
+
+fn looks_like_response(p: &[u8]) -> bool {
+    p.len() >= 5 && p[..5].eq_ignore_ascii_case(b"HTTP/")
+}
+
+/// Guesses the server end of a connection picked up midstream.
+fn guess_server(seg: &TcpSegment<'_>) -> Side {
+    if !seg.payload.is_empty() {
+        if looks_like_response(seg.payload) {
+            return Side::Client; // the sender is the server, so the receiver is client
+        }
+        return Side::Server;
+    }
+    let s_known = HTTP_PORTS.contains(&seg.sport);
+    let d_known = HTTP_PORTS.contains(&seg.dport);
+    if s_known && !d_known {
+        Side::Client
+    } else {
+        Side::Server
+    }
+}
+
+pub struct FlowTable<A> {
+    limits: FlowLimits,
+    flows: HashMap<FlowKey, Flow<A>>,
+    last_sweep: Micros,
+    pub stats: FlowStats,
+}
+
+impl<A: StreamHandler> FlowTable<A> {
+    pub fn new(limits: FlowLimits) -> Self {
+        FlowTable {
+            limits,
+            flows: HashMap::default(),
+            last_sweep: i64::MIN,
+            stats: FlowStats::default(),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.flows.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.flows.is_empty()
+    }
+
+    fn flow_id(key: &FlowKey, ts: Micros) -> u64 {
+        use std::hash::BuildHasher;
+        let h = foldhash::fast::FixedState::with_seed(0x7461_706c_696e_65).hash_one((key, ts));
+        h & ((1 << 51) - 1)
+    }
+
+    /// Takes one segment. Finished outputs are appended to `out` with their flow.
+    pub fn segment(
+        &mut self,
+        seg: &TcpSegment<'_>,
+        make: impl FnOnce() -> A,
+        out: &mut Vec<(FlowMeta, A::Output)>,
+    ) {
+        let ts = seg.ts;
+        if ts >= self.last_sweep.saturating_add(1_000_000) {
+            self.last_sweep = ts;
+            self.expire(ts, out);
+        }
+        let key = FlowKey::of(seg, self.limits.use_vlan);
+        let syn_only = seg.flags.syn() && !seg.flags.ack();
+        // A new SYN on a finished connection (port reuse) starts a new one.
+        if syn_only {
+            if let Some(f) = self.flows.get(&key) {
+                if f.closed || f.streams[Side::Client as usize].is_started() && f.delivered {
+                    let f = self.flows.remove(&key).expect("present");
+                    self.end_flow(f, ts, out);
+                }
+            }
+        }
+        if !self.flows.contains_key(&key) {
+            if !seg.flags.syn() && !self.limits.midstream {
+                self.stats.ignored_midstream += 1;
+                return;
+            }
+            if seg.flags.rst() || (seg.payload.is_empty() && seg.flags.fin()) {
+                return;
+            }
+            if self.flows.len() >= self.limits.max_flows {
+                self.evict(out);
+            }
+            let (client, server) = if seg.flags.syn() {
+                if seg.flags.ack() {
+                    ((seg.dst, seg.dport), (seg.src, seg.sport))
+                } else {
+                    ((seg.src, seg.sport), (seg.dst, seg.dport))
+                }
+            } else {
+                match guess_server(seg) {
+                    Side::Server => ((seg.src, seg.sport), (seg.dst, seg.dport)),
+                    Side::Client => ((seg.dst, seg.dport), (seg.src, seg.sport)),
+                }
+            };
+            let midstream = !seg.flags.syn();
+            self.stats.flows += 1;
+            if midstream {
+                self.stats.midstream_flows += 1;
+            }
+            self.flows.insert(
+                key,
+                Flow {
+                    meta: FlowMeta {
+                        flow_id: Self::flow_id(&key, ts),
+                        client,
+                        server,
+                        vlan: seg.vlan,
+                        first_ts: ts,
+                        midstream,
+                    },
+                    streams: [Stream::default(), Stream::default()],
+                    handler: make(),
+                    last_ts: ts,
+                    closed: false,
+                    rst: false,
+                    delivered: false,
+                    syn_seen: seg.flags.syn(),
+                },
+            );
+        }
+        let limits = self.limits.stream;
+        let flow = self.flows.get_mut(&key).expect("inserted above");
+        flow.last_ts = ts;
+        if flow.closed {
+            return;
+        }
+        let mut side = if (seg.src, seg.sport) == flow.meta.client {
+            Side::Client
+        } else {
+            Side::Server
+        };
+        // Midstream pickup guessed wrong: the "client" sends a status line first.
+        if !flow.delivered
+            && !flow.syn_seen
+            && side == Side::Client
+            && looks_like_response(seg.payload)
+        {
+            std::mem::swap(&mut flow.meta.client, &mut flow.meta.server);
+            flow.streams.swap(0, 1);
+            side = Side::Server;
+        }
+        let mut scratch = Vec::new();
+        Self::apply(flow, side, seg, &limits, &mut scratch);
+        let meta = flow.meta;
+        let done = flow.closed;
+        out.extend(scratch.into_iter().map(|o| (meta, o)));
+        if done && flow.rst {
+            // Keep the closed flow briefly so late retransmissions are not new flows.
+            flow.last_ts = ts;
+        }
+    }
+
+    fn apply(
+        flow: &mut Flow<A>,
+        side: Side,
+        seg: &TcpSegment<'_>,
+        limits: &StreamLimits,
+        out: &mut Vec<A::Output>,
+    ) {
+        let ts = seg.ts;
+        let s = side as usize;
+        let o = side.other() as usize;
+        let Flow {
+            streams, handler, ..
+        } = flow;
+        let mut seq = seg.seq;
+        if seg.flags.syn() {
+            seq = seq.wrapping_add(1);
+            streams[s].start(seq);
+        }
+        if !seg.payload.is_empty() && !handler.is_done() {
+            let mut deliver = |c: Chunk<'_>| match c {
+                Chunk::Data(d) => handler.data(side, d, ts, out),
+                Chunk::Gap(n) => handler.gap(side, n, ts, out),
+            };
+            streams[s].segment(seq, seg.payload, limits, &mut deliver);
+            flow.delivered = true;
+        }
+        if seg.flags.ack() && streams[o].pending_bytes() > 0 {
+            let side_o = side.other();
+            let mut deliver = |c: Chunk<'_>| match c {
+                Chunk::Data(d) => handler.data(side_o, d, ts, out),
+                Chunk::Gap(n) => handler.gap(side_o, n, ts, out),
+            };
+            streams[o].acked(seg.ack, &mut deliver);
+        }
+        if seg.flags.fin() {
+            streams[s].start(seq);
+            streams[s].fin(seq.wrapping_add(seg.payload.len() as u32));
+            if streams[s].is_finished() {
+                handler.close(side, ts, out);
+            }
+        }
+        if seg.flags.rst() {
+            flow.rst = true;
+            flow.closed = true;
+            Self::flush(streams, handler, ts, out);
+            handler.finish(ts, out);
+        } else if streams[0].is_finished() && streams[1].is_finished() {
+            flow.closed = true;
+            handler.finish(ts, out);
+        }
+    }
+
+    fn flush(streams: &mut [Stream; 2], handler: &mut A, ts: Micros, out: &mut Vec<A::Output>) {
+        for side in [Side::Client, Side::Server] {
+            let mut deliver = |c: Chunk<'_>| match c {
+                Chunk::Data(d) => handler.data(side, d, ts, out),
+                Chunk::Gap(n) => handler.gap(side, n, ts, out),
+            };
+            streams[side as usize].flush(&mut deliver);
+        }
+    }
+
+    fn end_flow(&mut self, mut f: Flow<A>, ts: Micros, out: &mut Vec<(FlowMeta, A::Output)>) {
+        let mut scratch = Vec::new();
+        if !f.closed {
+            Self::flush(&mut f.streams, &mut f.handler, ts, &mut scratch);
+            f.handler.close(Side::Client, ts, &mut scratch);
+            f.handler.close(Side::Server, ts, &mut scratch);
+            f.handler.finish(ts, &mut scratch);
+        }
+        for s in &f.streams {
+            self.stats.streams.add(&s.stats);
+        }
+        out.extend(scratch.into_iter().map(|o| (f.meta, o)));
+    }
+
+    /// Ends connections idle past their timeout (packet time).
+    pub fn expire(&mut self, now: Micros, out: &mut Vec<(FlowMeta, A::Output)>) {
+        let (idle, closed) = (self.limits.idle_timeout, self.limits.closed_timeout);
+        let expired: Vec<FlowKey> = self
+            .flows
+            .iter()
+            .filter(|(_, f)| now - f.last_ts > if f.closed { closed } else { idle })
+            .map(|(k, _)| *k)
+            .collect();
+        for k in expired {
+            if let Some(f) = self.flows.remove(&k) {
+                if !f.closed {
+                    self.stats.timed_out += 1;
+                }
+                self.end_flow(f, now, out);
+            }
+        }
+    }
+
+    /// The table is full: the least recently active sixteenth of it is ended, so the
+    /// cost of eviction stays constant per new flow.
+    fn evict(&mut self, out: &mut Vec<(FlowMeta, A::Output)>) {
+        let n = (self.flows.len() / 16).max(1);
+        let mut oldest: Vec<(Micros, FlowKey)> =
+            self.flows.iter().map(|(k, f)| (f.last_ts, *k)).collect();
+        oldest.select_nth_unstable_by_key(n - 1, |(t, _)| *t);
+        for (_, k) in oldest.into_iter().take(n) {
+            if let Some(f) = self.flows.remove(&k) {
+                self.stats.evicted += 1;
+                let ts = f.last_ts;
+                self.end_flow(f, ts, out);
+            }
+        }
+    }
+
+    /// End of input: every connection is ended and its outputs emitted.
+    pub fn finish(&mut self, out: &mut Vec<(FlowMeta, A::Output)>) {
+        let mut all: Vec<(FlowKey, Flow<A>)> = self.flows.drain().collect();
+        all.sort_by_key(|(_, f)| f.meta.first_ts);
+        for (_, f) in all {
+            let ts = f.last_ts;
+            self.end_flow(f, ts, out);
+        }
+    }
+}
