@@ -246,6 +246,17 @@ fn suricata_line_passes(txs: &[Value], line: &serde_json::Map<String, Value>) ->
     (ok, n)
 }
 
+/// A bare-body reply to a request without version.
+fn http09_reply(tx: &Value) -> bool {
+    let http = &tx["http"];
+    http.get("http_method").is_some()
+        && http.get("protocol").is_none()
+        && http.get("response_protocol").is_none()
+        && http["anomalies"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|x| x == "response_not_status_line"))
+}
+
 /// The value of a Zeek http.log column computed from an EVE record.
 fn zeek_field(tx: &Value, col: &str) -> Value {
     let http = &tx["http"];
@@ -264,23 +275,18 @@ fn zeek_field(tx: &Value, col: &str) -> Value {
         "host" => header_value(tx, "request_headers", "host").map_or(Value::Null, Value::from),
         "uri" => s("url"),
         "referrer" => s("http_refer"),
-        "version" => {
-            let v = http.get("response_protocol").and_then(Value::as_str);
-            if v.is_some() {
-                strip_http(v)
-            } else if http.get("http_method").is_some() {
-                match http.get("protocol").and_then(Value::as_str) {
-                    Some(p) => strip_http(Some(p)),
-                    None => Value::from("0.9"),
-                }
-            } else {
-                Value::Null
-            }
-        }
+        // Zeek takes the version from the reply; an HTTP/0.9 reply is "0.9".
+        "version" => match http.get("response_protocol").and_then(Value::as_str) {
+            Some(v) => strip_http(Some(v)),
+            None if http09_reply(tx) => Value::from("0.9"),
+            None => Value::Null,
+        },
         "user_agent" => s("http_user_agent"),
         "origin" => header_value(tx, "request_headers", "origin").map_or(Value::Null, Value::from),
         "request_body_len" => s("request_body_len"),
         "response_body_len" => s("response_body_len"),
+        "status_code" if http09_reply(tx) => Value::from(0),
+        "status_msg" if http09_reply(tx) => Value::from("<empty>"),
         "status_code" => s("status"),
         "status_msg" => s("status_msg"),
         "info_code" => s("info_code"),

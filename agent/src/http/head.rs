@@ -161,14 +161,17 @@ pub fn looks_like_request_line(line: &[u8]) -> bool {
             .is_some_and(is_http_version)
 }
 
-/// Whether the request line `line` carries a version; without one it is HTTP/0.9 and
-/// no header fields follow.
-pub fn request_line_has_version(line: &[u8]) -> bool {
-    let mut buf = line.to_vec();
-    buf.push(b'\n');
-    let r = lines(&buf).next().unwrap_or(0..0);
-    let p = split_start(&buf, r);
-    !p[2].is_empty()
+/// RFC 9110 token characters, which a method must consist of.
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+/// Whether a parsed request head starts with a method token followed by white space.
+/// Lines that fail this are not requests (servers answer them 400) and are not logged
+/// as such.
+pub fn is_valid_request_line(h: &Head) -> bool {
+    let m = h.part(0);
+    !m.is_empty() && m.iter().all(|&b| is_tchar(b)) && (!h.part(1).is_empty() || !h.part(2).is_empty())
 }
 
 pub struct HeadLimits {
@@ -198,6 +201,11 @@ pub fn parse(mut buf: Vec<u8>, limits: &HeadLimits, anomalies: &mut Anomaly) -> 
                 }
             }
         }
+    }
+    // "OPTIONS HTTP/1.1": no target, the second word is the version.
+    if parts[2].is_empty() && is_http_version(&buf[parts[1].clone()]) {
+        start[2] = start[1].clone();
+        start[1] = start[1].start..start[1].start;
     }
     let mut fields: Vec<Field> = Vec::new();
     let mut folded: Vec<(usize, Range<usize>)> = Vec::new();

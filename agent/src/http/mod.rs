@@ -51,7 +51,7 @@ bitflags! {
         const MULTIPLE_INTERIM_RESPONSES = 1 << 28;
         const RESPONSE_NOT_STATUS_LINE = 1 << 29;
         const TX_EVICTED = 1 << 30;
-        const GAP_IN_HEAD = 1 << 31;
+        const INVALID_REQUEST_LINE = 1 << 31;
     }
 }
 
@@ -269,6 +269,9 @@ impl HttpConnection {
     /// Bytes from one side, in stream order.
     pub fn data(&mut self, side: Side, mut data: &[u8], ts: Micros, out: &mut Vec<Transaction>) {
         let d = side as usize;
+        if side == Side::Server {
+            self.complete_waiting_request(ts, out);
+        }
         while !data.is_empty() {
             let used = match &mut self.dirs[d].state {
                 State::Tunnel => {
@@ -292,6 +295,18 @@ impl HttpConnection {
             data = &data[used..];
         }
         self.emit_done(out);
+    }
+
+    /// The server answers while the client's head has no terminating empty line yet
+    /// (an HTTP/0.9 request, or a client that never sends one): the request is whatever
+    /// complete lines it has.
+    fn complete_waiting_request(&mut self, ts: Micros, out: &mut Vec<Transaction>) {
+        let c = &self.dirs[Side::Client as usize];
+        if let State::Head { lines, line_start } = c.state {
+            if lines > 0 && line_start == c.head_buf.len() {
+                self.head_complete(Side::Client, ts, Anomaly::INCOMPLETE_HEAD, out);
+            }
+        }
     }
 
     fn resync(&mut self, side: Side, data: &[u8]) -> usize {
@@ -361,14 +376,9 @@ impl HttpConnection {
             *line_start = dir.head_buf.len();
             if first {
                 match side {
-                    Side::Client => {
-                        if !head::request_line_has_version(line) {
-                            self.head_complete(side, ts, Anomaly::HTTP09, out);
-                            return pos;
-                        }
-                    }
+                    Side::Client => {}
                     Side::Server => {
-                        if !head::looks_like_status_line(line) {
+                        if !head::looks_like_status_line(line) || self.expects_http09_response() {
                             let line = std::mem::take(&mut self.dirs[d].head_buf);
                             self.response_without_status_line(ts, &line, out);
                             return pos;
@@ -380,6 +390,18 @@ impl HttpConnection {
                 return pos;
             }
         }
+    }
+
+    /// Whether the request the next response answers had no version: HTTP/0.9 servers
+    /// answer with a bare body.
+    fn expects_http09_response(&self) -> bool {
+        let front = self.txs.front().map_or(self.next_tx_id, |t| t.tx_id);
+        let id = self.next_response_tx.max(front);
+        let idx = (id - front) as usize;
+        self.txs
+            .get(idx)
+            .and_then(|t| t.request.as_ref())
+            .is_some_and(|r| r.part(2).is_empty())
     }
 
     /// A response that does not start with a status line: the whole rest of the stream
@@ -488,6 +510,19 @@ impl HttpConnection {
 
     fn request_head(&mut self, head: Head, mut anomalies: Anomaly, ts: Micros, out: &mut Vec<Transaction>) {
         let id = self.new_tx(ts, out);
+        if head.part(2).is_empty() {
+            anomalies |= Anomaly::HTTP09;
+        }
+        if !head::is_valid_request_line(&head) {
+            // Not a request at all: the transaction keeps no request fields, and the
+            // response, if any, is logged on its own.
+            if let Some(tx) = self.tx_mut(id) {
+                tx.anomalies |= anomalies | Anomaly::INVALID_REQUEST_LINE;
+                tx.request_complete = true;
+                tx.request_ts = Some(ts);
+            }
+            return;
+        }
         let chunked = Self::is_chunked(&head, &mut anomalies);
         let cl = Self::content_length(&head, &mut anomalies);
         let framing = if chunked {
