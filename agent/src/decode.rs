@@ -329,9 +329,15 @@ impl Decoder {
     }
 
     fn ppp<'a>(&self, ctx: &mut Ctx, body: &'a [u8]) -> Result<Decoded<'a>, DecodeError> {
-        let proto = be16(body, 0).ok_or(DecodeError::TruncatedLink)?;
+        // Protocol-field compression (RFC 1661): an odd first byte is a 1-byte protocol.
+        let first = *body.first().ok_or(DecodeError::TruncatedLink)?;
+        let (proto, rest) = if first & 1 == 1 {
+            (u16::from(first), &body[1..])
+        } else {
+            (be16(body, 0).ok_or(DecodeError::TruncatedLink)?, &body[2..])
+        };
         match proto {
-            0x0021 | 0x0057 => self.ip(ctx, &body[2..]),
+            0x0021 | 0x0057 => self.ip(ctx, rest),
             _ => Ok(Decoded::NotTcp),
         }
     }

@@ -161,6 +161,17 @@ pub fn looks_like_request_line(line: &[u8]) -> bool {
             .is_some_and(is_http_version)
 }
 
+/// Whether the start of a client stream could be a request: a method token followed
+/// by white space, or a line that ends in an HTTP version.
+pub fn plausible_request_line(line: &[u8]) -> bool {
+    let n = line.iter().take_while(|&&b| is_tchar(b)).count();
+    if n > 0 && line.get(n).is_some_and(|&b| is_space(b)) {
+        return true;
+    }
+    let t = trim(line);
+    t.len() >= 8 && is_http_version(&t[t.len() - 8..])
+}
+
 /// RFC 9110 token characters, which a method must consist of.
 fn is_tchar(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)

@@ -187,6 +187,8 @@ pub struct HttpStats {
     pub parse_errors: u64,
     pub evicted_transactions: u64,
     pub tunnelled_bytes: u64,
+    /// The connection turned out not to be HTTP (TLS, another protocol).
+    pub not_http: bool,
 }
 
 pub struct HttpConnection {
@@ -196,8 +198,13 @@ pub struct HttpConnection {
     next_tx_id: u64,
     /// Transactions before this id have their response (or never will).
     next_response_tx: u64,
+    /// The connection has been recognised as HTTP (a request or status line seen).
+    detected: bool,
     pub stats: HttpStats,
 }
+
+/// Bytes looked at to recognise HTTP when the first line has no end yet.
+const DETECT_WINDOW: usize = 1024;
 
 const METHODS: &[&[u8]] = &[
     b"GET ", b"POST ", b"PUT ", b"HEAD ", b"DELETE ", b"OPTIONS ", b"PATCH ", b"CONNECT ",
@@ -212,6 +219,7 @@ impl HttpConnection {
             txs: VecDeque::new(),
             next_tx_id: 0,
             next_response_tx: 0,
+            detected: false,
             stats: HttpStats::default(),
         }
     }
@@ -297,6 +305,15 @@ impl HttpConnection {
         self.emit_done(out);
     }
 
+    /// Stops parsing: the bytes are some other protocol.
+    fn not_http(&mut self) {
+        self.stats.not_http = true;
+        for d in &mut self.dirs {
+            d.head_buf.clear();
+            d.state = State::Tunnel;
+        }
+    }
+
     /// The server answers while the client's head has no terminating empty line yet
     /// (an HTTP/0.9 request, or a client that never sends one): the request is whatever
     /// complete lines it has.
@@ -367,13 +384,43 @@ impl HttpConnection {
             dir.head_buf.extend_from_slice(&data[pos..end]);
             pos = end;
             if nl.is_none() {
+                if !self.detected && self.dirs[d].head_buf.len() >= DETECT_WINDOW {
+                    let buf = &self.dirs[d].head_buf;
+                    let plausible = match side {
+                        Side::Client => head::plausible_request_line(buf),
+                        Side::Server => head::looks_like_status_line(buf),
+                    };
+                    if !plausible {
+                        self.not_http();
+                    }
+                }
                 return pos;
             }
+            let prev_len = *line_start;
             let line = &dir.head_buf[*line_start..];
             let is_empty = line == b"\n" || line == b"\r\n";
             let first = *lines == 0;
             *lines += 1;
             *line_start = dir.head_buf.len();
+            if first && !self.detected {
+                let line = &self.dirs[d].head_buf[prev_len..];
+                let plausible = match side {
+                    Side::Client => head::plausible_request_line(line),
+                    Side::Server => {
+                        head::looks_like_status_line(line) || self.next_tx_id > 0
+                    }
+                };
+                if !plausible {
+                    self.not_http();
+                    return data.len();
+                }
+                self.detected = true;
+            }
+            let State::Head { .. } = &self.dirs[d].state else {
+                return pos;
+            };
+            let dir = &mut self.dirs[d];
+            let line = &dir.head_buf[prev_len..];
             if first {
                 match side {
                     Side::Client => {}

@@ -126,9 +126,10 @@ pub fn host_port(req: &Head) -> Option<(Vec<u8>, Option<u16>)> {
     };
     let (host, port) = if authority.first() == Some(&b'[') {
         match authority.iter().position(|&b| b == b']') {
+            // Suricata keeps the brackets of an IPv6 literal.
             Some(end) => {
                 let port = authority[end + 1..].strip_prefix(b":");
-                (&authority[1..end], port)
+                (&authority[..=end], port)
             }
             None => (authority, None),
         }
@@ -277,6 +278,6 @@ mod tests {
         let h = head::parse(b"GET http://a.b/x HTTP/1.1\r\nHost: other\r\n\r\n".to_vec(), &lim, &mut a);
         assert_eq!(host_port(&h), Some((b"a.b".to_vec(), None)));
         let h = head::parse(b"GET / HTTP/1.1\r\nHost: [::1]:80\r\n\r\n".to_vec(), &lim, &mut a);
-        assert_eq!(host_port(&h), Some((b"::1".to_vec(), Some(80))));
+        assert_eq!(host_port(&h), Some((b"[::1]".to_vec(), Some(80))));
     }
 }

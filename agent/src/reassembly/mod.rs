@@ -292,12 +292,7 @@ impl<A: StreamHandler> FlowTable<A> {
         let mut scratch = Vec::new();
         Self::apply(flow, side, seg, &limits, &mut scratch);
         let meta = flow.meta;
-        let done = flow.closed;
         out.extend(scratch.into_iter().map(|o| (meta, o)));
-        if done && flow.rst {
-            // Keep the closed flow briefly so late retransmissions are not new flows.
-            flow.last_ts = ts;
-        }
     }
 
     fn apply(
@@ -316,7 +311,11 @@ impl<A: StreamHandler> FlowTable<A> {
         let mut seq = seg.seq;
         if seg.flags.syn() {
             seq = seq.wrapping_add(1);
-            streams[s].start(seq);
+            streams[s].restart(seq);
+            if seg.flags.ack() {
+                // The SYN-ACK names the client's ISN that the server accepted.
+                streams[o].restart(seg.ack);
+            }
         }
         if !seg.payload.is_empty() && !handler.is_done() {
             let mut deliver = |c: Chunk<'_>| match c {
@@ -342,10 +341,11 @@ impl<A: StreamHandler> FlowTable<A> {
             }
         }
         if seg.flags.rst() {
+            // Not final: an RST the receiver drops (bad checksum, out of window) is a
+            // known evasion, so data after it is still read. The flow now expires on
+            // the short closed timeout.
             flow.rst = true;
-            flow.closed = true;
             Self::flush(streams, handler, ts, out);
-            handler.finish(ts, out);
         } else if streams[0].is_finished() && streams[1].is_finished() {
             flow.closed = true;
             handler.finish(ts, out);
@@ -382,7 +382,7 @@ impl<A: StreamHandler> FlowTable<A> {
         let expired: Vec<FlowKey> = self
             .flows
             .iter()
-            .filter(|(_, f)| now - f.last_ts > if f.closed { closed } else { idle })
+            .filter(|(_, f)| now - f.last_ts > if f.closed || f.rst { closed } else { idle })
             .map(|(k, _)| *k)
             .collect();
         for k in expired {

@@ -69,6 +69,15 @@ impl Stream {
         }
     }
 
+    /// Moves the start of a stream that has not carried data yet: a retransmitted SYN
+    /// with a new initial sequence number, or a SYN-ACK acknowledging one.
+    pub fn restart(&mut self, seq: u32) {
+        if self.next_off == 0 && self.pending.is_empty() {
+            self.started = true;
+            self.next_seq = seq;
+        }
+    }
+
     pub fn is_started(&self) -> bool {
         self.started
     }
