@@ -244,9 +244,7 @@ impl Decoder {
                     _ => Ok(Decoded::NotTcp),
                 }
             }
-            linktype::RAW | linktype::RAW_OPENBSD | linktype::RAW_BSDOS => {
-                self.ip(&mut ctx, frame)
-            }
+            linktype::RAW | linktype::RAW_OPENBSD | linktype::RAW_BSDOS => self.ip(&mut ctx, frame),
             linktype::IPV4 | linktype::IPV6 => self.ip(&mut ctx, frame),
             linktype::LINUX_SLL => {
                 let proto = be16(frame, 14).ok_or(DecodeError::TruncatedLink)?;
@@ -591,7 +589,11 @@ mod tests {
         let mut outer = vec![0x00, 0x0a, 0x81, 0x00];
         outer.extend_from_slice(&inner);
         let frame = eth(0x88a8, &outer);
-        let seg = tcp_of(Decoder::default().decode(linktype::ETHERNET, 7, &frame).unwrap());
+        let seg = tcp_of(
+            Decoder::default()
+                .decode(linktype::ETHERNET, 7, &frame)
+                .unwrap(),
+        );
         assert_eq!(seg.vlan.as_slice(), &[10, 20]);
         assert_eq!(seg.dport, 80);
         assert_eq!(seg.payload, b"GET / HTTP/1.1\r\n");
@@ -631,7 +633,9 @@ mod tests {
             pkt = ip;
         }
         assert_eq!(
-            Decoder::default().decode(linktype::RAW, 0, &pkt).unwrap_err(),
+            Decoder::default()
+                .decode(linktype::RAW, 0, &pkt)
+                .unwrap_err(),
             DecodeError::TooDeep
         );
     }

@@ -130,8 +130,10 @@ fn read(args: ReadArgs) -> Result<()> {
         let bar = if show_progress && size > 0 {
             let b = ProgressBar::new(size);
             b.set_style(
-                ProgressStyle::with_template("{msg} {bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
-                    .unwrap_or_else(|_| ProgressStyle::default_bar()),
+                ProgressStyle::with_template(
+                    "{msg} {bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+                )
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
             );
             b.set_message(path.display().to_string());
             Some(b)
@@ -153,7 +155,10 @@ fn read(args: ReadArgs) -> Result<()> {
         }
         if summary.truncated {
             truncated_files += 1;
-            eprintln!("warning: {} ends inside a packet record; the partial record was skipped", path.display());
+            eprintln!(
+                "warning: {} ends inside a packet record; the partial record was skipped",
+                path.display()
+            );
         }
     }
     pipeline.finish(&mut sink);
@@ -164,7 +169,11 @@ fn read(args: ReadArgs) -> Result<()> {
     if args.stats {
         eprint!(
             "{}",
-            tapline_agent::stats::render(&pipeline.stats(), &pipeline.flow_stats(), truncated_files)
+            tapline_agent::stats::render(
+                &pipeline.stats(),
+                &pipeline.flow_stats(),
+                truncated_files
+            )
         );
     }
     Ok(())

@@ -89,13 +89,18 @@ impl Pipeline {
             Ok(Decoded::Fragment(frag)) => {
                 if let Some(datagram) = self.defrag.push(ts, &frag) {
                     let k = frag.key;
-                    match self.config.decoder.decode_ip_payload(
-                        ts, k.vlan, k.protocol, k.src, k.dst, &datagram,
-                    ) {
+                    match self
+                        .config
+                        .decoder
+                        .decode_ip_payload(ts, k.vlan, k.protocol, k.src, k.dst, &datagram)
+                    {
                         Ok(Decoded::Tcp(seg)) => {
                             self.stats.tcp_segments += 1;
-                            self.flows
-                                .segment(&seg, || HttpConnection::new(http), &mut self.pending);
+                            self.flows.segment(
+                                &seg,
+                                || HttpConnection::new(http),
+                                &mut self.pending,
+                            );
                         }
                         Ok(_) => self.stats.not_tcp += 1,
                         Err(e) => self.stats.undecodable[e.index()] += 1,

@@ -17,7 +17,10 @@ pub fn render(p: &PipelineStats, f: &FlowStats, file_truncated: u64) -> String {
     line("tcp_segments", p.tcp_segments);
     line("not_tcp", p.not_tcp);
     for e in DecodeError::ALL {
-        line(&format!("undecodable.{}", e.label()), p.undecodable[e.index()]);
+        line(
+            &format!("undecodable.{}", e.label()),
+            p.undecodable[e.index()],
+        );
     }
     line("ip_fragments", p.fragments);
     line("ip_datagrams_reassembled", p.reassembled_datagrams);

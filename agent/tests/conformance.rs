@@ -37,14 +37,25 @@ fn run_case(pcap: &Path, config: PipelineConfig) -> Vec<Value> {
         write_transaction(&mut buf, m, &tx, &opts);
         lines.push(serde_json::from_slice::<Value>(&buf).expect("EVE line is JSON"));
     };
-    read_frames(file, |f| p.frame(f.linktype, f.ts, f.data, &mut sink), |_| {})
-        .unwrap_or_else(|e| panic!("{}: {e}", pcap.display()));
+    read_frames(
+        file,
+        |f| p.frame(f.linktype, f.ts, f.data, &mut sink),
+        |_| {},
+    )
+    .unwrap_or_else(|e| panic!("{}: {e}", pcap.display()));
     p.finish(&mut sink);
     lines
 }
 
 const TOP_LEVEL: &[&str] = &[
-    "src_ip", "src_port", "dest_ip", "dest_port", "proto", "tx_id", "vlan", "flow_id",
+    "src_ip",
+    "src_port",
+    "dest_ip",
+    "dest_port",
+    "proto",
+    "tx_id",
+    "vlan",
+    "flow_id",
 ];
 
 /// Fields Suricata's http logger writes by default (for `_http_exact`).
@@ -65,7 +76,13 @@ const SURICATA_HTTP_FIELDS: &[&str] = &[
 
 /// Of those, the ones only the `extended` http log writes.
 const SURICATA_EXTENDED_FIELDS: &[&str] = &[
-    "http_refer", "http_method", "protocol", "status", "status_string", "redirect", "length",
+    "http_refer",
+    "http_method",
+    "protocol",
+    "status",
+    "status_string",
+    "redirect",
+    "length",
 ];
 
 fn get_path<'a>(tx: &'a Value, key: &str) -> Option<Value> {
@@ -154,7 +171,11 @@ fn files_of(tx: &Value) -> Vec<FileView> {
     let url = tx["http"]["url"].as_str().unwrap_or("");
     for (len_key, body_key, hdrs) in [
         ("request_body_len", "http_request_body", "request_headers"),
-        ("response_body_len", "http_response_body", "response_headers"),
+        (
+            "response_body_len",
+            "http_response_body",
+            "response_headers",
+        ),
     ] {
         let size = tx["http"][len_key].as_u64().unwrap_or(0);
         if size == 0 {
@@ -164,7 +185,11 @@ fn files_of(tx: &Value) -> Vec<FileView> {
         let filename = header_value(tx, hdrs, "content-disposition")
             .and_then(|cd| {
                 let i = cd.to_ascii_lowercase().find("filename=")?;
-                Some(cd[i + 9..].trim_matches(|c| c == '"' || c == ' ' || c == ';').to_string())
+                Some(
+                    cd[i + 9..]
+                        .trim_matches(|c| c == '"' || c == ' ' || c == ';')
+                        .to_string(),
+                )
             })
             .unwrap_or_else(|| url.split('?').next().unwrap_or("").to_string());
         out.push(FileView {
@@ -196,13 +221,32 @@ fn file_matches(f: &FileView, want: &serde_json::Map<String, Value>) -> bool {
 
 /// Whether one EVE record satisfies a Suricata expectation line (without `_file`).
 fn suricata_tx_matches(tx: &Value, line: &serde_json::Map<String, Value>) -> bool {
-    let nocase = line.get("_nocase").and_then(Value::as_bool).unwrap_or(false);
+    let nocase = line
+        .get("_nocase")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
     for (k, v) in line {
         let ok = match k.as_str() {
-            "_request_body_contains" => contains(&body(tx, "http_request_body"), v.as_str().unwrap_or(""), nocase),
-            "_response_body_contains" => contains(&body(tx, "http_response_body"), v.as_str().unwrap_or(""), nocase),
-            "_request_headers_contain" => contains(header_block(tx, "request_headers").as_bytes(), v.as_str().unwrap_or(""), nocase),
-            "_response_headers_contain" => contains(header_block(tx, "response_headers").as_bytes(), v.as_str().unwrap_or(""), nocase),
+            "_request_body_contains" => contains(
+                &body(tx, "http_request_body"),
+                v.as_str().unwrap_or(""),
+                nocase,
+            ),
+            "_response_body_contains" => contains(
+                &body(tx, "http_response_body"),
+                v.as_str().unwrap_or(""),
+                nocase,
+            ),
+            "_request_headers_contain" => contains(
+                header_block(tx, "request_headers").as_bytes(),
+                v.as_str().unwrap_or(""),
+                nocase,
+            ),
+            "_response_headers_contain" => contains(
+                header_block(tx, "response_headers").as_bytes(),
+                v.as_str().unwrap_or(""),
+                nocase,
+            ),
             "url__contains" => contains(
                 tx["http"]["url"].as_str().unwrap_or("").as_bytes(),
                 v.as_str().unwrap_or(""),
@@ -217,7 +261,9 @@ fn suricata_tx_matches(tx: &Value, line: &serde_json::Map<String, Value>) -> boo
     }
     if line.get("_http_exact").and_then(Value::as_bool) == Some(true) {
         // Without any of the extended fields the test ran Suricata's basic http log.
-        let extended = SURICATA_EXTENDED_FIELDS.iter().any(|k| line.contains_key(*k));
+        let extended = SURICATA_EXTENDED_FIELDS
+            .iter()
+            .any(|k| line.contains_key(*k));
         if let Some(http) = tx["http"].as_object() {
             for k in http.keys() {
                 let logged = SURICATA_HTTP_FIELDS.contains(&k.as_str())
@@ -304,7 +350,9 @@ fn zeek_field(tx: &Value, col: &str) -> Value {
         "username" => header_value(tx, "request_headers", "authorization")
             .and_then(|a| {
                 let b = a.strip_prefix("Basic ")?;
-                let d = base64::engine::general_purpose::STANDARD.decode(b.trim()).ok()?;
+                let d = base64::engine::general_purpose::STANDARD
+                    .decode(b.trim())
+                    .ok()?;
                 let d = String::from_utf8_lossy(&d).to_string();
                 Some(Value::from(d.split(':').next().unwrap_or("").to_string()))
             })
@@ -312,8 +360,13 @@ fn zeek_field(tx: &Value, col: &str) -> Value {
         "password" => Value::Null,
         "proxied" => {
             const PROXY: &[&str] = &[
-                "FORWARDED", "X-FORWARDED-FOR", "X-FORWARDED-FROM", "CLIENT-IP", "VIA",
-                "XROXY-CONNECTION", "PROXY-CONNECTION",
+                "FORWARDED",
+                "X-FORWARDED-FOR",
+                "X-FORWARDED-FROM",
+                "CLIENT-IP",
+                "VIA",
+                "XROXY-CONNECTION",
+                "PROXY-CONNECTION",
             ];
             let mut v: Vec<Value> = http["request_headers"]
                 .as_array()
@@ -386,10 +439,15 @@ struct Outcome {
 
 fn suricata_case(dir: &Path) -> Outcome {
     let checks = fs::read_to_string(dir.join("checks.yaml")).unwrap_or_default();
-    let y: serde_yaml_ng::Value = serde_yaml_ng::from_str(&checks).unwrap_or(serde_yaml_ng::Value::Null);
+    let y: serde_yaml_ng::Value =
+        serde_yaml_ng::from_str(&checks).unwrap_or(serde_yaml_ng::Value::Null);
     let args: Vec<String> = y["suricata_args"]
         .as_sequence()
-        .map(|s| s.iter().filter_map(|v| v.as_str().map(String::from)).collect())
+        .map(|s| {
+            s.iter()
+                .filter_map(|v| v.as_str().map(String::from))
+                .collect()
+        })
         .unwrap_or_default();
     let args = args.join(" ");
     let mut config = PipelineConfig::default();
@@ -400,15 +458,26 @@ fn suricata_case(dir: &Path) -> Outcome {
     config.http.body.capture_limit = 16 << 20;
     let pcap = find_pcap(dir);
     let txs = run_case(&pcap, config);
-    let mut o = Outcome { passed: 0, total: 0, failures: Vec::new() };
-    for (i, l) in fs::read_to_string(dir.join("expected.jsonl")).unwrap_or_default().lines().enumerate() {
-        let Ok(Value::Object(line)) = serde_json::from_str::<Value>(l) else { continue };
+    let mut o = Outcome {
+        passed: 0,
+        total: 0,
+        failures: Vec::new(),
+    };
+    for (i, l) in fs::read_to_string(dir.join("expected.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .enumerate()
+    {
+        let Ok(Value::Object(line)) = serde_json::from_str::<Value>(l) else {
+            continue;
+        };
         o.total += 1;
         let (ok, n) = suricata_line_passes(&txs, &line);
         if ok {
             o.passed += 1;
         } else {
-            o.failures.push(format!("line {} (matched {n}): {l}", i + 1));
+            o.failures
+                .push(format!("line {} (matched {n}): {l}", i + 1));
         }
     }
     o
@@ -420,11 +489,21 @@ fn zeek_case(dir: &Path) -> Outcome {
     config.http.body.capture_limit = 0;
     let pcap = find_pcap(dir);
     let txs = run_case(&pcap, config);
-    let mut o = Outcome { passed: 0, total: 0, failures: Vec::new() };
+    let mut o = Outcome {
+        passed: 0,
+        total: 0,
+        failures: Vec::new(),
+    };
     let mut conn_flow: HashMap<u64, Value> = HashMap::new();
     let mut used = vec![false; txs.len()];
-    for (i, l) in fs::read_to_string(dir.join("expected.jsonl")).unwrap_or_default().lines().enumerate() {
-        let Ok(Value::Object(line)) = serde_json::from_str::<Value>(l) else { continue };
+    for (i, l) in fs::read_to_string(dir.join("expected.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .enumerate()
+    {
+        let Ok(Value::Object(line)) = serde_json::from_str::<Value>(l) else {
+            continue;
+        };
         o.total += 1;
         let conn = line.get("_conn").and_then(Value::as_u64);
         let found = txs.iter().enumerate().position(|(j, t)| {
@@ -462,7 +541,11 @@ fn find_pcap(dir: &Path) -> PathBuf {
 
 fn cases(suite: &Path) -> Vec<PathBuf> {
     let mut v: Vec<PathBuf> = fs::read_dir(suite)
-        .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.is_dir()).collect())
+        .map(|d| {
+            d.filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.is_dir())
+                .collect()
+        })
         .unwrap_or_default();
     v.sort();
     v
@@ -471,7 +554,9 @@ fn cases(suite: &Path) -> Vec<PathBuf> {
 #[test]
 fn conformance() {
     let Some(corpus) = corpus_dir() else {
-        eprintln!("\n*** conformance SKIPPED: ../shared/corpus not found (set TAPLINE_CORPUS) ***\n");
+        eprintln!(
+            "\n*** conformance SKIPPED: ../shared/corpus not found (set TAPLINE_CORPUS) ***\n"
+        );
         return;
     };
     let only = std::env::var("CONFORMANCE_CASE").ok();
@@ -483,7 +568,11 @@ fn conformance() {
         ("zeek", zeek_case as fn(&Path) -> Outcome),
     ] {
         for dir in cases(&corpus.join(suite)) {
-            let name = dir.file_name().and_then(|n| n.to_str()).unwrap_or("").to_string();
+            let name = dir
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or("")
+                .to_string();
             if only.as_deref().is_some_and(|o| o != name) {
                 continue;
             }
@@ -499,7 +588,11 @@ fn conformance() {
                 if only.is_some() {
                     let txs = run_case(
                         &find_pcap(&dir),
-                        if suite == "zeek" { PipelineConfig::default() } else { PipelineConfig::default() },
+                        if suite == "zeek" {
+                            PipelineConfig::default()
+                        } else {
+                            PipelineConfig::default()
+                        },
                     );
                     for t in txs {
                         report.push_str(&format!("       got: {t}\n"));
@@ -513,10 +606,12 @@ fn conformance() {
     if only.is_some() {
         return;
     }
-    let floor: usize = fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/conformance-floor.txt"))
-        .ok()
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(0);
+    let floor: usize = fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/conformance-floor.txt"),
+    )
+    .ok()
+    .and_then(|s| s.trim().parse().ok())
+    .unwrap_or(0);
     assert!(
         passed >= floor,
         "conformance fell below the recorded floor: {passed} < {floor}"

@@ -104,7 +104,8 @@ pub fn read_frames<R: Read + Send>(
                     PcapBlockOwned::NG(Block::EnhancedPacket(epb)) => {
                         if let Some(i) = interfaces.get(epb.if_id as usize) {
                             let (secs, frac) = epb.decode_ts(0, i.resolution);
-                            let micros = u128::from(frac) * 1_000_000 / u128::from(i.resolution.max(1));
+                            let micros =
+                                u128::from(frac) * 1_000_000 / u128::from(i.resolution.max(1));
                             let len = (epb.caplen as usize).min(epb.data.len());
                             summary.frames += 1;
                             summary.bytes += len as u64;

@@ -131,8 +131,7 @@ impl Defragmenter {
                         .unwrap_or(end)
                         .min(end);
                     let (a, b) = ((pos - start) as usize, (next_start - start) as usize);
-                    p.data[pos as usize..next_start as usize]
-                        .copy_from_slice(&frag.payload[a..b]);
+                    p.data[pos as usize..next_start as usize].copy_from_slice(&frag.payload[a..b]);
                     pos = next_start;
                 }
             }

@@ -57,8 +57,7 @@ impl Write for Sink {
         }
         self.decoded += buf.len() as u64;
         let room = self.capture_limit.saturating_sub(self.captured.len());
-        self.captured
-            .extend_from_slice(&buf[..room.min(buf.len())]);
+        self.captured.extend_from_slice(&buf[..room.min(buf.len())]);
         Ok(buf.len())
     }
     fn flush(&mut self) -> io::Result<()> {
@@ -308,8 +307,7 @@ impl BodyReader {
                     };
                     if self.line.len() < MAX_CHUNK_LINE {
                         let room = MAX_CHUNK_LINE - self.line.len();
-                        self.line
-                            .extend_from_slice(&rest[..line_end.min(room)]);
+                        self.line.extend_from_slice(&rest[..line_end.min(room)]);
                     }
                     pos += line_end;
                     if !complete {
@@ -436,7 +434,10 @@ fn parse_chunk_size(t: &[u8]) -> Result<(u64, bool), bool> {
     let mut n: u64 = 0;
     for &b in &t[..digits] {
         let d = (b as char).to_digit(16).unwrap_or(0) as u64;
-        n = n.checked_mul(16).and_then(|n| n.checked_add(d)).ok_or(true)?;
+        n = n
+            .checked_mul(16)
+            .and_then(|n| n.checked_add(d))
+            .ok_or(true)?;
     }
     let rest = super::head::trim(&t[digits..]);
     if !rest.is_empty() && rest[0] != b';' {
@@ -454,7 +455,12 @@ mod tests {
         max_decoded: 1 << 30,
     };
 
-    fn read_all(framing: Framing, codings: &[Coding], wire: &[u8], step: usize) -> (BodyInfo, usize) {
+    fn read_all(
+        framing: Framing,
+        codings: &[Coding],
+        wire: &[u8],
+        step: usize,
+    ) -> (BodyInfo, usize) {
         let mut r = BodyReader::new(framing, codings, LIMITS);
         let mut used = 0;
         for piece in wire.chunks(step) {

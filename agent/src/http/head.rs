@@ -182,7 +182,9 @@ fn is_tchar(b: u8) -> bool {
 /// as such.
 pub fn is_valid_request_line(h: &Head) -> bool {
     let m = h.part(0);
-    !m.is_empty() && m.iter().all(|&b| is_tchar(b)) && (!h.part(1).is_empty() || !h.part(2).is_empty())
+    !m.is_empty()
+        && m.iter().all(|&b| is_tchar(b))
+        && (!h.part(1).is_empty() || !h.part(2).is_empty())
 }
 
 pub struct HeadLimits {
@@ -279,11 +281,7 @@ pub fn parse(mut buf: Vec<u8>, limits: &HeadLimits, anomalies: &mut Anomaly) -> 
             fields[idx].value = new_start as u32..buf.len() as u32;
         }
     }
-    Head {
-        buf,
-        start,
-        fields,
-    }
+    Head { buf, start, fields }
 }
 
 #[cfg(test)]
@@ -292,7 +290,11 @@ mod tests {
 
     fn p(s: &str) -> (Head, Anomaly) {
         let mut a = Anomaly::empty();
-        let h = parse(s.as_bytes().to_vec(), &HeadLimits { max_fields: 100 }, &mut a);
+        let h = parse(
+            s.as_bytes().to_vec(),
+            &HeadLimits { max_fields: 100 },
+            &mut a,
+        );
         (h, a)
     }
 
@@ -309,8 +311,7 @@ mod tests {
 
     #[test]
     fn lenient_forms_are_flagged() {
-        let (h, a) =
-            p("GET /x y HTTP/1.0\nX-A: 1\n  2\nBroken\nTransfer-Encoding : chunked\n\n");
+        let (h, a) = p("GET /x y HTTP/1.0\nX-A: 1\n  2\nBroken\nTransfer-Encoding : chunked\n\n");
         assert_eq!(h.part(1), b"/x y");
         assert_eq!(h.part(2), b"HTTP/1.0");
         assert_eq!(h.header("x-a"), Some(&b"1 2"[..]));

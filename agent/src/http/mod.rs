@@ -207,8 +207,17 @@ pub struct HttpConnection {
 const DETECT_WINDOW: usize = 1024;
 
 const METHODS: &[&[u8]] = &[
-    b"GET ", b"POST ", b"PUT ", b"HEAD ", b"DELETE ", b"OPTIONS ", b"PATCH ", b"CONNECT ",
-    b"TRACE ", b"PROPFIND ", b"QUERY ",
+    b"GET ",
+    b"POST ",
+    b"PUT ",
+    b"HEAD ",
+    b"DELETE ",
+    b"OPTIONS ",
+    b"PATCH ",
+    b"CONNECT ",
+    b"TRACE ",
+    b"PROPFIND ",
+    b"QUERY ",
 ];
 
 impl HttpConnection {
@@ -352,7 +361,13 @@ impl HttpConnection {
         }
     }
 
-    fn head_data(&mut self, side: Side, data: &[u8], ts: Micros, out: &mut Vec<Transaction>) -> usize {
+    fn head_data(
+        &mut self,
+        side: Side,
+        data: &[u8],
+        ts: Micros,
+        out: &mut Vec<Transaction>,
+    ) -> usize {
         let d = side as usize;
         let max = self.config.max_head_bytes;
         let mut pos = 0;
@@ -406,9 +421,7 @@ impl HttpConnection {
                 let line = &self.dirs[d].head_buf[prev_len..];
                 let plausible = match side {
                     Side::Client => head::plausible_request_line(line),
-                    Side::Server => {
-                        head::looks_like_status_line(line) || self.next_tx_id > 0
-                    }
+                    Side::Server => head::looks_like_status_line(line) || self.next_tx_id > 0,
                 };
                 if !plausible {
                     self.not_http();
@@ -453,7 +466,12 @@ impl HttpConnection {
 
     /// A response that does not start with a status line: the whole rest of the stream
     /// is its body, as HTTP/0.9 servers send it.
-    fn response_without_status_line(&mut self, ts: Micros, first: &[u8], out: &mut Vec<Transaction>) {
+    fn response_without_status_line(
+        &mut self,
+        ts: Micros,
+        first: &[u8],
+        out: &mut Vec<Transaction>,
+    ) {
         let id = self.response_tx(ts, out);
         let reader = BodyReader::new(Framing::UntilClose, &[], self.config.body);
         if let Some(tx) = self.tx_mut(id) {
@@ -484,7 +502,13 @@ impl HttpConnection {
         id
     }
 
-    fn head_complete(&mut self, side: Side, ts: Micros, flags: Anomaly, out: &mut Vec<Transaction>) {
+    fn head_complete(
+        &mut self,
+        side: Side,
+        ts: Micros,
+        flags: Anomaly,
+        out: &mut Vec<Transaction>,
+    ) {
         let d = side as usize;
         let buf = std::mem::take(&mut self.dirs[d].head_buf);
         let mut anomalies = flags;
@@ -510,7 +534,9 @@ impl HttpConnection {
                     if t.len() > 1 && t[0] == b'0' {
                         *anomalies |= Anomaly::CONTENT_LENGTH_LEADING_ZEROS;
                     }
-                    std::str::from_utf8(t).ok().and_then(|s| s.parse::<u64>().ok())
+                    std::str::from_utf8(t)
+                        .ok()
+                        .and_then(|s| s.parse::<u64>().ok())
                 } else {
                     None
                 };
@@ -555,7 +581,13 @@ impl HttpConnection {
         chunked
     }
 
-    fn request_head(&mut self, head: Head, mut anomalies: Anomaly, ts: Micros, out: &mut Vec<Transaction>) {
+    fn request_head(
+        &mut self,
+        head: Head,
+        mut anomalies: Anomaly,
+        ts: Micros,
+        out: &mut Vec<Transaction>,
+    ) {
         let id = self.new_tx(ts, out);
         if head.part(2).is_empty() {
             anomalies |= Anomaly::HTTP09;
@@ -639,7 +671,13 @@ impl HttpConnection {
         self.dirs[Side::Client as usize].current = None;
     }
 
-    fn response_head(&mut self, head: Head, mut anomalies: Anomaly, ts: Micros, out: &mut Vec<Transaction>) {
+    fn response_head(
+        &mut self,
+        head: Head,
+        mut anomalies: Anomaly,
+        ts: Micros,
+        out: &mut Vec<Transaction>,
+    ) {
         let status = parse_status(head.part(1));
         if status.is_none() {
             anomalies |= Anomaly::INVALID_STATUS;
@@ -672,7 +710,10 @@ impl HttpConnection {
         }
         let id = self.response_tx(ts, out);
         let (method_head, method_connect) = match self.tx_mut(id).and_then(|t| t.method()) {
-            Some(m) => (m.eq_ignore_ascii_case(b"HEAD"), m.eq_ignore_ascii_case(b"CONNECT")),
+            Some(m) => (
+                m.eq_ignore_ascii_case(b"HEAD"),
+                m.eq_ignore_ascii_case(b"CONNECT"),
+            ),
             None => (false, false),
         };
         let mut tunnel = false;
@@ -736,7 +777,8 @@ impl HttpConnection {
             };
             if !tunnel {
                 if let Some(h) = held {
-                    self.finish_response(id, None);
+                    // Refused: the held bytes are more requests, read after this answer.
+                    self.response_framing(id, framing, &codings);
                     self.data(Side::Client, &h, ts, out);
                     return;
                 }
@@ -748,6 +790,10 @@ impl HttpConnection {
             self.dirs[1].state = State::Tunnel;
             return;
         }
+        self.response_framing(id, framing, &codings);
+    }
+
+    fn response_framing(&mut self, id: u64, framing: Framing, codings: &[Coding]) {
         if framing == Framing::None {
             self.finish_response(id, None);
         } else {
@@ -755,7 +801,7 @@ impl HttpConnection {
             dir.current = Some(id);
             dir.state = State::Body(Box::new(BodyReader::new(
                 framing,
-                &codings,
+                codings,
                 self.config.body,
             )));
         }
@@ -775,7 +821,13 @@ impl HttpConnection {
         self.dirs[Side::Server as usize].current = None;
     }
 
-    fn body_data(&mut self, side: Side, data: &[u8], ts: Micros, _out: &mut Vec<Transaction>) -> usize {
+    fn body_data(
+        &mut self,
+        side: Side,
+        data: &[u8],
+        ts: Micros,
+        _out: &mut Vec<Transaction>,
+    ) -> usize {
         let d = side as usize;
         let State::Body(reader) = &mut self.dirs[d].state else {
             return 0;

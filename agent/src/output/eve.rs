@@ -233,10 +233,16 @@ pub fn write_transaction(out: &mut Vec<u8>, meta: &FlowMeta, tx: &Transaction, o
     if opts.bodies {
         let b64 = base64::engine::general_purpose::STANDARD;
         if !tx.request_body.captured.is_empty() {
-            h.str("http_request_body", b64.encode(&tx.request_body.captured).as_bytes());
+            h.str(
+                "http_request_body",
+                b64.encode(&tx.request_body.captured).as_bytes(),
+            );
         }
         if !tx.response_body.captured.is_empty() {
-            h.str("http_response_body", b64.encode(&tx.response_body.captured).as_bytes());
+            h.str(
+                "http_response_body",
+                b64.encode(&tx.response_body.captured).as_bytes(),
+            );
         }
     }
     let mut names = String::from("[");
@@ -263,21 +269,42 @@ mod tests {
     fn timestamps() {
         let mut v = Vec::new();
         format_ts(1_259_098_280_123_456, &mut v);
-        assert_eq!(String::from_utf8(v).unwrap(), "2009-11-24T21:31:20.123456+0000");
+        assert_eq!(
+            String::from_utf8(v).unwrap(),
+            "2009-11-24T21:31:20.123456+0000"
+        );
         let mut v = Vec::new();
         format_ts(0, &mut v);
-        assert_eq!(String::from_utf8(v).unwrap(), "1970-01-01T00:00:00.000000+0000");
+        assert_eq!(
+            String::from_utf8(v).unwrap(),
+            "1970-01-01T00:00:00.000000+0000"
+        );
     }
 
     #[test]
     fn host_from_header_and_absolute_uri() {
         let mut a = crate::http::Anomaly::empty();
         let lim = head::HeadLimits { max_fields: 10 };
-        let h = head::parse(b"GET / HTTP/1.1\r\nHost: WWW.Example.com:8080\r\n\r\n".to_vec(), &lim, &mut a);
-        assert_eq!(host_port(&h), Some((b"www.example.com".to_vec(), Some(8080))));
-        let h = head::parse(b"GET http://a.b/x HTTP/1.1\r\nHost: other\r\n\r\n".to_vec(), &lim, &mut a);
+        let h = head::parse(
+            b"GET / HTTP/1.1\r\nHost: WWW.Example.com:8080\r\n\r\n".to_vec(),
+            &lim,
+            &mut a,
+        );
+        assert_eq!(
+            host_port(&h),
+            Some((b"www.example.com".to_vec(), Some(8080)))
+        );
+        let h = head::parse(
+            b"GET http://a.b/x HTTP/1.1\r\nHost: other\r\n\r\n".to_vec(),
+            &lim,
+            &mut a,
+        );
         assert_eq!(host_port(&h), Some((b"a.b".to_vec(), None)));
-        let h = head::parse(b"GET / HTTP/1.1\r\nHost: [::1]:80\r\n\r\n".to_vec(), &lim, &mut a);
+        let h = head::parse(
+            b"GET / HTTP/1.1\r\nHost: [::1]:80\r\n\r\n".to_vec(),
+            &lim,
+            &mut a,
+        );
         assert_eq!(host_port(&h), Some((b"[::1]".to_vec(), Some(80))));
     }
 }

@@ -60,7 +60,11 @@ impl FlowKey {
         let b = (seg.dst, seg.dport);
         let (lo, hi) = if a <= b { (a, b) } else { (b, a) };
         FlowKey {
-            vlan: if use_vlan { seg.vlan } else { VlanIds::default() },
+            vlan: if use_vlan {
+                seg.vlan
+            } else {
+                VlanIds::default()
+            },
             lo,
             hi,
         }
@@ -142,7 +146,9 @@ struct Flow<A> {
     syn_seen: bool,
 }
 
-const HTTP_PORTS: &[u16] = &[80, 8080, 8000, 8008, 8888, 3128, 443, 8443, 5000, 3000, 9000];
+const HTTP_PORTS: &[u16] = &[
+    80, 8080, 8000, 8008, 8888, 3128, 443, 8443, 5000, 3000, 9000,
+];
 
 fn looks_like_response(p: &[u8]) -> bool {
     p.len() >= 5 && p[..5].eq_ignore_ascii_case(b"HTTP/")

@@ -215,7 +215,11 @@ impl Stream {
         let mut pieces: Vec<(u64, u64)> = Vec::new();
         // Buffered segments never overlap each other, so the ones that can overlap
         // [start, end) are the one starting before `start` and those starting inside.
-        let before = self.pending.range(..start).next_back().map(|(&o, b)| (o, b));
+        let before = self
+            .pending
+            .range(..start)
+            .next_back()
+            .map(|(&o, b)| (o, b));
         let mut existing: Vec<(u64, &Vec<u8>)> = before.into_iter().collect();
         existing.extend(self.pending.range(start..end).map(|(&o, b)| (o, b)));
         for (o, b) in existing {
