@@ -1,1 +1,342 @@
-fn main() {}
+//! Project chores: `cargo xtask gen-pcap`, `cargo xtask demo`, `cargo xtask bench offline`.
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Write a pcap of synthetic multi-tenant API traffic (real TCP sessions).
+    GenPcap {
+        #[arg(long, default_value = "target/sample.pcap")]
+        out: PathBuf,
+        /// Approximate size of the file in megabytes.
+        #[arg(long, default_value_t = 2)]
+        megabytes: u64,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
+    /// Build the agent, generate a sample capture and show what the agent makes of it.
+    Demo,
+    /// Benchmarks; `offline` compares libpcap iteration, tapline-agent read and tshark.
+    Bench {
+        #[arg(value_parser = ["offline"])]
+        which: String,
+        #[arg(long, default_value_t = 120)]
+        megabytes: u64,
+    },
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().command {
+        Cmd::GenPcap {
+            out,
+            megabytes,
+            seed,
+        } => {
+            let (txs, bytes) = gen_pcap(&out, megabytes << 20, seed)?;
+            println!("wrote {} ({bytes} bytes, {txs} transactions)", out.display());
+            Ok(())
+        }
+        Cmd::Demo => demo(),
+        Cmd::Bench { megabytes, .. } => bench_offline(megabytes),
+    }
+}
+
+/// A small deterministic generator (xorshift), so captures are reproducible by seed.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+}
+
+struct PcapWriter<W: Write> {
+    w: W,
+    bytes: u64,
+}
+
+impl<W: Write> PcapWriter<W> {
+    fn new(mut w: W) -> Result<Self> {
+        w.write_all(&0xa1b2_c3d4u32.to_le_bytes())?;
+        w.write_all(&2u16.to_le_bytes())?;
+        w.write_all(&4u16.to_le_bytes())?;
+        w.write_all(&[0; 8])?;
+        w.write_all(&65_535u32.to_le_bytes())?;
+        w.write_all(&1u32.to_le_bytes())?;
+        Ok(PcapWriter { w, bytes: 24 })
+    }
+
+    /// Writes an Ethernet/IPv4/TCP frame.
+    #[allow(clippy::too_many_arguments)]
+    fn tcp(
+        &mut self,
+        ts_us: u64,
+        src: [u8; 4],
+        dst: [u8; 4],
+        sport: u16,
+        dport: u16,
+        seq: u32,
+        ack: u32,
+        flags: u8,
+        payload: &[u8],
+    ) -> Result<()> {
+        let mut f = Vec::with_capacity(54 + payload.len());
+        f.extend_from_slice(&[0x02, 0, 0, 0, 0, 2, 0x02, 0, 0, 0, 0, 1, 0x08, 0x00]);
+        let total = (20 + 20 + payload.len()) as u16;
+        let mut ip = [
+            0x45, 0, 0, 0, 0, 0, 0x40, 0, 64, 6, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+        ];
+        ip[2..4].copy_from_slice(&total.to_be_bytes());
+        ip[12..16].copy_from_slice(&src);
+        ip[16..20].copy_from_slice(&dst);
+        let mut sum: u32 = 0;
+        for c in ip.chunks(2) {
+            sum += u32::from(u16::from_be_bytes([c[0], c[1]]));
+        }
+        while sum > 0xffff {
+            sum = (sum & 0xffff) + (sum >> 16);
+        }
+        ip[10..12].copy_from_slice(&(!(sum as u16)).to_be_bytes());
+        f.extend_from_slice(&ip);
+        f.extend_from_slice(&sport.to_be_bytes());
+        f.extend_from_slice(&dport.to_be_bytes());
+        f.extend_from_slice(&seq.to_be_bytes());
+        f.extend_from_slice(&ack.to_be_bytes());
+        f.extend_from_slice(&[0x50, flags, 0xff, 0xff, 0, 0, 0, 0]);
+        f.extend_from_slice(payload);
+        self.w.write_all(&((ts_us / 1_000_000) as u32).to_le_bytes())?;
+        self.w.write_all(&((ts_us % 1_000_000) as u32).to_le_bytes())?;
+        self.w.write_all(&(f.len() as u32).to_le_bytes())?;
+        self.w.write_all(&(f.len() as u32).to_le_bytes())?;
+        self.w.write_all(&f)?;
+        self.bytes += 16 + f.len() as u64;
+        Ok(())
+    }
+}
+
+const SYN: u8 = 0x02;
+const ACK: u8 = 0x10;
+const PSH_ACK: u8 = 0x18;
+const FIN_ACK: u8 = 0x11;
+const MSS: usize = 1448;
+
+fn json_body(rng: &mut Rng, tenant: u64, items: usize) -> String {
+    let mut s = String::from("{\"data\":[");
+    for i in 0..items {
+        if i > 0 {
+            s.push(',');
+        }
+        s.push_str(&format!(
+            "{{\"id\":\"inv_{:08x}\",\"tenant\":\"t{tenant}\",\"customer_id\":\"cus_{:06x}\",\"amount\":{},\"currency\":\"eur\",\"status\":\"paid\"}}",
+            rng.next() as u32,
+            rng.below(1 << 20),
+            rng.below(100_000)
+        ));
+    }
+    s.push_str("]}");
+    s
+}
+
+/// Writes keep-alive HTTP/1.1 API sessions until the file reaches `target` bytes.
+fn gen_pcap(out: &Path, target: u64, seed: u64) -> Result<(u64, u64)> {
+    if let Some(dir) = out.parent() {
+        std::fs::create_dir_all(dir).ok();
+    }
+    let file = File::create(out).with_context(|| format!("creating {}", out.display()))?;
+    let mut w = PcapWriter::new(BufWriter::with_capacity(1 << 20, file))?;
+    let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
+    let server = [10, 0, 0, 80];
+    let mut ts: u64 = 1_700_000_000_000_000;
+    let mut txs = 0;
+    let mut conn = 0u32;
+    let paths = [
+        "/v1/invoices", "/v1/customers", "/v1/charges", "/v1/refunds", "/v1/subscriptions",
+    ];
+    while w.bytes < target {
+        conn += 1;
+        let client = [10, 1, (conn >> 8) as u8, conn as u8];
+        let sport = 20_000 + (conn % 40_000) as u16;
+        let (mut cseq, mut sseq) = (rng.next() as u32, rng.next() as u32);
+        w.tcp(ts, client, server, sport, 80, cseq, 0, SYN, &[])?;
+        w.tcp(ts + 50, server, client, 80, sport, sseq, cseq.wrapping_add(1), SYN | ACK, &[])?;
+        cseq = cseq.wrapping_add(1);
+        sseq = sseq.wrapping_add(1);
+        w.tcp(ts + 100, client, server, sport, 80, cseq, sseq, ACK, &[])?;
+        ts += 200;
+        let tenant = rng.below(50);
+        let token = format!("eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ1{:06}IiwidGVuYW50IjoidDEifQ.sig{:016x}", rng.below(1_000_000), rng.next());
+        for _ in 0..(5 + rng.below(20)) {
+            let path = paths[rng.below(paths.len() as u64) as usize];
+            let id = rng.below(100_000);
+            let post = rng.below(5) == 0;
+            let (method, body) = if post {
+                ("POST", json_body(&mut rng, tenant, 1))
+            } else {
+                ("GET", String::new())
+            };
+            let req = format!(
+                "{method} {path}/{id} HTTP/1.1\r\nHost: api.example.com\r\nUser-Agent: client-sdk/2.{}\r\nAuthorization: Bearer {token}\r\nAccept: application/json\r\nX-Forwarded-For: 203.0.113.{}\r\n{}\r\n{body}",
+                rng.below(9),
+                rng.below(250),
+                if post {
+                    format!("Content-Type: application/json\r\nContent-Length: {}\r\n", body.len())
+                } else {
+                    String::new()
+                }
+            );
+            for chunk in req.as_bytes().chunks(MSS) {
+                w.tcp(ts, client, server, sport, 80, cseq, sseq, PSH_ACK, chunk)?;
+                cseq = cseq.wrapping_add(chunk.len() as u32);
+                ts += 20;
+            }
+            let items = 1 + rng.below(30) as usize;
+            let rbody = json_body(&mut rng, tenant, items);
+            let chunked = rng.below(4) == 0;
+            let resp = if chunked {
+                let mut r = String::from("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n");
+                for part in rbody.as_bytes().chunks(700) {
+                    r.push_str(&format!("{:x}\r\n", part.len()));
+                    r.push_str(std::str::from_utf8(part).unwrap_or(""));
+                    r.push_str("\r\n");
+                }
+                r.push_str("0\r\n\r\n");
+                r
+            } else {
+                format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: {}\r\nX-Request-Id: {:016x}\r\n\r\n{rbody}",
+                    rbody.len(),
+                    rng.next()
+                )
+            };
+            ts += 300 + rng.below(3000);
+            for chunk in resp.as_bytes().chunks(MSS) {
+                w.tcp(ts, server, client, 80, sport, sseq, cseq, PSH_ACK, chunk)?;
+                sseq = sseq.wrapping_add(chunk.len() as u32);
+                ts += 10;
+            }
+            w.tcp(ts, client, server, sport, 80, cseq, sseq, ACK, &[])?;
+            txs += 1;
+            ts += rng.below(50_000);
+        }
+        w.tcp(ts, client, server, sport, 80, cseq, sseq, FIN_ACK, &[])?;
+        w.tcp(ts + 40, server, client, 80, sport, sseq, cseq.wrapping_add(1), FIN_ACK, &[])?;
+        w.tcp(ts + 80, client, server, sport, 80, cseq.wrapping_add(1), sseq.wrapping_add(1), ACK, &[])?;
+        ts += 1000;
+    }
+    w.w.flush()?;
+    Ok((txs, w.bytes))
+}
+
+fn cargo_build() -> Result<()> {
+    let st = Command::new(env!("CARGO"))
+        .args(["build", "--release", "-p", "tapline-agent"])
+        .status()?;
+    if !st.success() {
+        bail!("cargo build failed");
+    }
+    Ok(())
+}
+
+fn demo() -> Result<()> {
+    cargo_build()?;
+    let pcap = PathBuf::from("target/demo.pcap");
+    let (txs, bytes) = gen_pcap(&pcap, 2 << 20, 7)?;
+    println!("generated {} ({bytes} bytes, {txs} API transactions)\n", pcap.display());
+    let out = Command::new("target/release/tapline-agent")
+        .args(["read", "--stats"])
+        .arg(&pcap)
+        .stderr(Stdio::inherit())
+        .output()
+        .context("running tapline-agent")?;
+    if !out.status.success() {
+        bail!("tapline-agent failed");
+    }
+    let log = String::from_utf8_lossy(&out.stdout);
+    println!("\nfirst transactions of {} logged:", log.lines().count());
+    for l in log.lines().take(3) {
+        println!("{l}");
+    }
+    Ok(())
+}
+
+fn time_cmd(cmd: &mut Command) -> Result<(f64, String)> {
+    let start = Instant::now();
+    let out = cmd.stderr(Stdio::null()).output()?;
+    if !out.status.success() {
+        bail!("{:?} failed", cmd);
+    }
+    Ok((start.elapsed().as_secs_f64(), String::from_utf8_lossy(&out.stdout).into_owned()))
+}
+
+fn bench_offline(megabytes: u64) -> Result<()> {
+    cargo_build()?;
+    let pcap = PathBuf::from(format!("target/bench-{megabytes}mb.pcap"));
+    let (txs, bytes) = if pcap.exists() {
+        (0, std::fs::metadata(&pcap)?.len())
+    } else {
+        gen_pcap(&pcap, megabytes << 20, 42)?
+    };
+    let mb = bytes as f64 / 1e6;
+    println!("file: {} ({mb:.1} MB{})", pcap.display(), if txs > 0 { format!(", {txs} transactions") } else { String::new() });
+
+    // libpcap: bare iteration, the upper bound for any reader of this file.
+    let start = Instant::now();
+    let mut cap = pcap::Capture::from_file(&pcap)?;
+    let mut n = 0u64;
+    let mut sum = 0u64;
+    while let Ok(p) = cap.next_packet() {
+        n += 1;
+        sum += u64::from(p.data.first().copied().unwrap_or(0));
+    }
+    let t_pcap = start.elapsed().as_secs_f64();
+    std::hint::black_box(sum);
+
+    let (t_agent, log) = time_cmd(
+        Command::new("target/release/tapline-agent")
+            .args(["read", "--out", "/dev/stdout"])
+            .arg(&pcap),
+    )?;
+    let agent_txs = log.lines().count() as f64;
+
+    let tshark = Command::new("tshark").arg("-v").stdout(Stdio::null()).status().is_ok();
+    let tshark_result = if tshark {
+        Some(time_cmd(Command::new("tshark").args(["-r"]).arg(&pcap).args([
+            "-Y", "http", "-T", "fields", "-e", "http.request.method", "-e", "http.request.uri",
+            "-e", "http.response.code",
+        ]))?)
+    } else {
+        None
+    };
+
+    println!("{:<28} {:>10} {:>12} {:>14}", "reader", "seconds", "MB/s", "transactions/s");
+    println!("{:<28} {:>10.3} {:>12.0} {:>14}", format!("libpcap iteration ({n} pkts)"), t_pcap, mb / t_pcap, "-");
+    println!("{:<28} {:>10.3} {:>12.0} {:>14.0}", "tapline-agent read", t_agent, mb / t_agent, agent_txs / t_agent);
+    if let Some((t, out)) = &tshark_result {
+        let lines = out.lines().count() as f64;
+        println!("{:<28} {:>10.3} {:>12.1} {:>14.0}", "tshark -Y http", t, mb / t, lines / 2.0 / t);
+        println!("\ntapline-agent vs tshark: {:.1}x faster", t / t_agent);
+    } else {
+        println!("tshark not installed: skipped");
+    }
+    println!("tapline-agent vs bare libpcap iteration: {:.2}x the time", t_agent / t_pcap);
+    Ok(())
+}
