@@ -111,10 +111,10 @@ fn read(args: ReadArgs) -> Result<()> {
     let mut sink = |meta: &_, tx: _| {
         line.clear();
         write_transaction(&mut line, meta, &tx, &opts);
-        if write_err.is_none() {
-            if let Err(e) = out.write_all(&line) {
-                write_err = Some(e);
-            }
+        if write_err.is_none()
+            && let Err(e) = out.write_all(&line)
+        {
+            write_err = Some(e);
         }
     };
     let mut truncated_files = 0;

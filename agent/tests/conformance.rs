@@ -85,7 +85,7 @@ const SURICATA_EXTENDED_FIELDS: &[&str] = &[
     "length",
 ];
 
-fn get_path<'a>(tx: &'a Value, key: &str) -> Option<Value> {
+fn get_path(tx: &Value, key: &str) -> Option<Value> {
     let root = if TOP_LEVEL.contains(&key.split(['[', '.']).next().unwrap_or("")) {
         tx
     } else {
@@ -397,12 +397,14 @@ fn zeek_unescape(s: &str) -> String {
     let mut out = Vec::new();
     let mut i = 0;
     while i < b.len() {
-        if b[i] == b'\\' && i + 3 < b.len() + 0 && b.get(i + 1) == Some(&b'x') {
-            if let Ok(v) = u8::from_str_radix(&s[i + 2..i + 4], 16) {
-                out.push(v);
-                i += 4;
-                continue;
-            }
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && b.get(i + 1) == Some(&b'x')
+            && let Ok(v) = u8::from_str_radix(&s[i + 2..i + 4], 16)
+        {
+            out.push(v);
+            i += 4;
+            continue;
         }
         out.push(b[i]);
         i += 1;
@@ -422,10 +424,8 @@ fn zeek_tx_matches(tx: &Value, line: &serde_json::Map<String, Value>) -> bool {
             w.sort_by_key(|x| x.to_string());
             return &w == g;
         }
-        if escaped {
-            if let Value::String(w) = want {
-                return got.as_str() == Some(zeek_unescape(w).as_str());
-            }
+        if escaped && let Value::String(w) = want {
+            return got.as_str() == Some(zeek_unescape(w).as_str());
         }
         &got == want
     })
@@ -586,14 +586,7 @@ fn conformance() {
                     report.push_str(&format!("       {f}\n"));
                 }
                 if only.is_some() {
-                    let txs = run_case(
-                        &find_pcap(&dir),
-                        if suite == "zeek" {
-                            PipelineConfig::default()
-                        } else {
-                            PipelineConfig::default()
-                        },
-                    );
+                    let txs = run_case(&find_pcap(&dir), PipelineConfig::default());
                     for t in txs {
                         report.push_str(&format!("       got: {t}\n"));
                     }

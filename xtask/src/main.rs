@@ -46,7 +46,10 @@ fn main() -> Result<()> {
             seed,
         } => {
             let (txs, bytes) = gen_pcap(&out, megabytes << 20, seed)?;
-            println!("wrote {} ({bytes} bytes, {txs} transactions)", out.display());
+            println!(
+                "wrote {} ({bytes} bytes, {txs} transactions)",
+                out.display()
+            );
             Ok(())
         }
         Cmd::Demo => demo(),
@@ -123,8 +126,10 @@ impl<W: Write> PcapWriter<W> {
         f.extend_from_slice(&ack.to_be_bytes());
         f.extend_from_slice(&[0x50, flags, 0xff, 0xff, 0, 0, 0, 0]);
         f.extend_from_slice(payload);
-        self.w.write_all(&((ts_us / 1_000_000) as u32).to_le_bytes())?;
-        self.w.write_all(&((ts_us % 1_000_000) as u32).to_le_bytes())?;
+        self.w
+            .write_all(&((ts_us / 1_000_000) as u32).to_le_bytes())?;
+        self.w
+            .write_all(&((ts_us % 1_000_000) as u32).to_le_bytes())?;
         self.w.write_all(&(f.len() as u32).to_le_bytes())?;
         self.w.write_all(&(f.len() as u32).to_le_bytes())?;
         self.w.write_all(&f)?;
@@ -169,7 +174,11 @@ fn gen_pcap(out: &Path, target: u64, seed: u64) -> Result<(u64, u64)> {
     let mut txs = 0;
     let mut conn = 0u32;
     let paths = [
-        "/v1/invoices", "/v1/customers", "/v1/charges", "/v1/refunds", "/v1/subscriptions",
+        "/v1/invoices",
+        "/v1/customers",
+        "/v1/charges",
+        "/v1/refunds",
+        "/v1/subscriptions",
     ];
     while w.bytes < target {
         conn += 1;
@@ -177,13 +186,27 @@ fn gen_pcap(out: &Path, target: u64, seed: u64) -> Result<(u64, u64)> {
         let sport = 20_000 + (conn % 40_000) as u16;
         let (mut cseq, mut sseq) = (rng.next() as u32, rng.next() as u32);
         w.tcp(ts, client, server, sport, 80, cseq, 0, SYN, &[])?;
-        w.tcp(ts + 50, server, client, 80, sport, sseq, cseq.wrapping_add(1), SYN | ACK, &[])?;
+        w.tcp(
+            ts + 50,
+            server,
+            client,
+            80,
+            sport,
+            sseq,
+            cseq.wrapping_add(1),
+            SYN | ACK,
+            &[],
+        )?;
         cseq = cseq.wrapping_add(1);
         sseq = sseq.wrapping_add(1);
         w.tcp(ts + 100, client, server, sport, 80, cseq, sseq, ACK, &[])?;
         ts += 200;
         let tenant = rng.below(50);
-        let token = format!("eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ1{:06}IiwidGVuYW50IjoidDEifQ.sig{:016x}", rng.below(1_000_000), rng.next());
+        let token = format!(
+            "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ1{:06}IiwidGVuYW50IjoidDEifQ.sig{:016x}",
+            rng.below(1_000_000),
+            rng.next()
+        );
         for _ in 0..(5 + rng.below(20)) {
             let path = paths[rng.below(paths.len() as u64) as usize];
             let id = rng.below(100_000);
@@ -198,7 +221,10 @@ fn gen_pcap(out: &Path, target: u64, seed: u64) -> Result<(u64, u64)> {
                 rng.below(9),
                 rng.below(250),
                 if post {
-                    format!("Content-Type: application/json\r\nContent-Length: {}\r\n", body.len())
+                    format!(
+                        "Content-Type: application/json\r\nContent-Length: {}\r\n",
+                        body.len()
+                    )
                 } else {
                     String::new()
                 }
@@ -212,7 +238,9 @@ fn gen_pcap(out: &Path, target: u64, seed: u64) -> Result<(u64, u64)> {
             let rbody = json_body(&mut rng, tenant, items);
             let chunked = rng.below(4) == 0;
             let resp = if chunked {
-                let mut r = String::from("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n");
+                let mut r = String::from(
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n",
+                );
                 for part in rbody.as_bytes().chunks(700) {
                     r.push_str(&format!("{:x}\r\n", part.len()));
                     r.push_str(std::str::from_utf8(part).unwrap_or(""));
@@ -238,8 +266,28 @@ fn gen_pcap(out: &Path, target: u64, seed: u64) -> Result<(u64, u64)> {
             ts += rng.below(50_000);
         }
         w.tcp(ts, client, server, sport, 80, cseq, sseq, FIN_ACK, &[])?;
-        w.tcp(ts + 40, server, client, 80, sport, sseq, cseq.wrapping_add(1), FIN_ACK, &[])?;
-        w.tcp(ts + 80, client, server, sport, 80, cseq.wrapping_add(1), sseq.wrapping_add(1), ACK, &[])?;
+        w.tcp(
+            ts + 40,
+            server,
+            client,
+            80,
+            sport,
+            sseq,
+            cseq.wrapping_add(1),
+            FIN_ACK,
+            &[],
+        )?;
+        w.tcp(
+            ts + 80,
+            client,
+            server,
+            sport,
+            80,
+            cseq.wrapping_add(1),
+            sseq.wrapping_add(1),
+            ACK,
+            &[],
+        )?;
         ts += 1000;
     }
     w.w.flush()?;
@@ -260,7 +308,10 @@ fn demo() -> Result<()> {
     cargo_build()?;
     let pcap = PathBuf::from("target/demo.pcap");
     let (txs, bytes) = gen_pcap(&pcap, 2 << 20, 7)?;
-    println!("generated {} ({bytes} bytes, {txs} API transactions)\n", pcap.display());
+    println!(
+        "generated {} ({bytes} bytes, {txs} API transactions)\n",
+        pcap.display()
+    );
     let out = Command::new("target/release/tapline-agent")
         .args(["read", "--stats"])
         .arg(&pcap)
@@ -284,7 +335,10 @@ fn time_cmd(cmd: &mut Command) -> Result<(f64, String)> {
     if !out.status.success() {
         bail!("{:?} failed", cmd);
     }
-    Ok((start.elapsed().as_secs_f64(), String::from_utf8_lossy(&out.stdout).into_owned()))
+    Ok((
+        start.elapsed().as_secs_f64(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    ))
 }
 
 fn bench_offline(megabytes: u64) -> Result<()> {
@@ -296,7 +350,15 @@ fn bench_offline(megabytes: u64) -> Result<()> {
         gen_pcap(&pcap, megabytes << 20, 42)?
     };
     let mb = bytes as f64 / 1e6;
-    println!("file: {} ({mb:.1} MB{})", pcap.display(), if txs > 0 { format!(", {txs} transactions") } else { String::new() });
+    println!(
+        "file: {} ({mb:.1} MB{})",
+        pcap.display(),
+        if txs > 0 {
+            format!(", {txs} transactions")
+        } else {
+            String::new()
+        }
+    );
 
     // libpcap: bare iteration, the upper bound for any reader of this file.
     let start = Instant::now();
@@ -317,26 +379,64 @@ fn bench_offline(megabytes: u64) -> Result<()> {
     )?;
     let agent_txs = log.lines().count() as f64;
 
-    let tshark = Command::new("tshark").arg("-v").stdout(Stdio::null()).status().is_ok();
+    let tshark = Command::new("tshark")
+        .arg("-v")
+        .stdout(Stdio::null())
+        .status()
+        .is_ok();
     let tshark_result = if tshark {
-        Some(time_cmd(Command::new("tshark").args(["-r"]).arg(&pcap).args([
-            "-Y", "http", "-T", "fields", "-e", "http.request.method", "-e", "http.request.uri",
-            "-e", "http.response.code",
-        ]))?)
+        Some(time_cmd(
+            Command::new("tshark").args(["-r"]).arg(&pcap).args([
+                "-Y",
+                "http",
+                "-T",
+                "fields",
+                "-e",
+                "http.request.method",
+                "-e",
+                "http.request.uri",
+                "-e",
+                "http.response.code",
+            ]),
+        )?)
     } else {
         None
     };
 
-    println!("{:<28} {:>10} {:>12} {:>14}", "reader", "seconds", "MB/s", "transactions/s");
-    println!("{:<28} {:>10.3} {:>12.0} {:>14}", format!("libpcap iteration ({n} pkts)"), t_pcap, mb / t_pcap, "-");
-    println!("{:<28} {:>10.3} {:>12.0} {:>14.0}", "tapline-agent read", t_agent, mb / t_agent, agent_txs / t_agent);
+    println!(
+        "{:<28} {:>10} {:>12} {:>14}",
+        "reader", "seconds", "MB/s", "transactions/s"
+    );
+    println!(
+        "{:<28} {:>10.3} {:>12.0} {:>14}",
+        format!("libpcap iteration ({n} pkts)"),
+        t_pcap,
+        mb / t_pcap,
+        "-"
+    );
+    println!(
+        "{:<28} {:>10.3} {:>12.0} {:>14.0}",
+        "tapline-agent read",
+        t_agent,
+        mb / t_agent,
+        agent_txs / t_agent
+    );
     if let Some((t, out)) = &tshark_result {
         let lines = out.lines().count() as f64;
-        println!("{:<28} {:>10.3} {:>12.1} {:>14.0}", "tshark -Y http", t, mb / t, lines / 2.0 / t);
+        println!(
+            "{:<28} {:>10.3} {:>12.1} {:>14.0}",
+            "tshark -Y http",
+            t,
+            mb / t,
+            lines / 2.0 / t
+        );
         println!("\ntapline-agent vs tshark: {:.1}x faster", t / t_agent);
     } else {
         println!("tshark not installed: skipped");
     }
-    println!("tapline-agent vs bare libpcap iteration: {:.2}x the time", t_agent / t_pcap);
+    println!(
+        "tapline-agent vs bare libpcap iteration: {:.2}x the time",
+        t_agent / t_pcap
+    );
     Ok(())
 }

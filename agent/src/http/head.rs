@@ -201,17 +201,18 @@ pub fn parse(mut buf: Vec<u8>, limits: &HeadLimits, anomalies: &mut Anomaly) -> 
     // A request target with spaces: the version is the last word of the line.
     if !parts[2].is_empty() {
         let third = &buf[parts[2].clone()];
-        if !is_http_version(third) && !third.iter().all(u8::is_ascii_digit) {
-            if let Some(sp) = third.iter().rposition(|&b| is_space(b)) {
-                let last = parts[2].start + sp + 1..parts[2].end;
-                if is_http_version(&buf[last.clone()]) {
-                    let mut uri_end = parts[2].start + sp;
-                    while uri_end > parts[1].start && is_space(buf[uri_end - 1]) {
-                        uri_end -= 1;
-                    }
-                    start[1] = parts[1].start as u32..uri_end as u32;
-                    start[2] = last.start as u32..last.end as u32;
+        if !is_http_version(third)
+            && !third.iter().all(u8::is_ascii_digit)
+            && let Some(sp) = third.iter().rposition(|&b| is_space(b))
+        {
+            let last = parts[2].start + sp + 1..parts[2].end;
+            if is_http_version(&buf[last.clone()]) {
+                let mut uri_end = parts[2].start + sp;
+                while uri_end > parts[1].start && is_space(buf[uri_end - 1]) {
+                    uri_end -= 1;
                 }
+                start[1] = parts[1].start as u32..uri_end as u32;
+                start[2] = last.start as u32..last.end as u32;
             }
         }
     }

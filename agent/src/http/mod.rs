@@ -245,13 +245,13 @@ impl HttpConnection {
     }
 
     fn new_tx(&mut self, ts: Micros, out: &mut Vec<Transaction>) -> u64 {
-        if self.txs.len() >= self.config.max_open_transactions {
-            if let Some(mut old) = self.txs.pop_front() {
-                old.anomalies |= Anomaly::TX_EVICTED;
-                self.stats.evicted_transactions += 1;
-                self.next_response_tx = self.next_response_tx.max(old.tx_id + 1);
-                self.emit(old, out);
-            }
+        if self.txs.len() >= self.config.max_open_transactions
+            && let Some(mut old) = self.txs.pop_front()
+        {
+            old.anomalies |= Anomaly::TX_EVICTED;
+            self.stats.evicted_transactions += 1;
+            self.next_response_tx = self.next_response_tx.max(old.tx_id + 1);
+            self.emit(old, out);
         }
         let id = self.next_tx_id;
         self.next_tx_id += 1;
@@ -328,10 +328,11 @@ impl HttpConnection {
     /// complete lines it has.
     fn complete_waiting_request(&mut self, ts: Micros, out: &mut Vec<Transaction>) {
         let c = &self.dirs[Side::Client as usize];
-        if let State::Head { lines, line_start } = c.state {
-            if lines > 0 && line_start == c.head_buf.len() {
-                self.head_complete(Side::Client, ts, Anomaly::INCOMPLETE_HEAD, out);
-            }
+        if let State::Head { lines, line_start } = c.state
+            && lines > 0
+            && line_start == c.head_buf.len()
+        {
+            self.head_complete(Side::Client, ts, Anomaly::INCOMPLETE_HEAD, out);
         }
     }
 
@@ -566,8 +567,7 @@ impl HttpConnection {
             let last = v
                 .split(|&b| b == b',')
                 .map(head::trim)
-                .filter(|t| !t.is_empty())
-                .next_back()
+                .rfind(|t| !t.is_empty())
                 .unwrap_or(b"");
             if last.eq_ignore_ascii_case(b"chunked") {
                 chunked = true;
@@ -683,30 +683,30 @@ impl HttpConnection {
             anomalies |= Anomaly::INVALID_STATUS;
         }
         // Interim responses (100 Continue, 102, 103) precede the final one.
-        if let Some(code @ 100..=199) = status {
-            if code != 101 {
-                let front = self.txs.front().map_or(self.next_tx_id, |t| t.tx_id);
-                let id = self.next_response_tx.max(front);
-                let id = if id < self.next_tx_id {
-                    id
-                } else {
-                    let id = self.new_tx(ts, out);
-                    if let Some(tx) = self.tx_mut(id) {
-                        tx.anomalies |= Anomaly::RESPONSE_WITHOUT_REQUEST;
-                        tx.request_complete = true;
-                    }
-                    id
-                };
+        if let Some(code @ 100..=199) = status
+            && code != 101
+        {
+            let front = self.txs.front().map_or(self.next_tx_id, |t| t.tx_id);
+            let id = self.next_response_tx.max(front);
+            let id = if id < self.next_tx_id {
+                id
+            } else {
+                let id = self.new_tx(ts, out);
                 if let Some(tx) = self.tx_mut(id) {
-                    if tx.interim.is_some() {
-                        tx.anomalies |= Anomaly::MULTIPLE_INTERIM_RESPONSES;
-                    }
-                    tx.interim = Some((code, head.part(2).to_vec()));
-                    tx.anomalies |= anomalies;
-                    tx.last_ts = ts;
+                    tx.anomalies |= Anomaly::RESPONSE_WITHOUT_REQUEST;
+                    tx.request_complete = true;
                 }
-                return;
+                id
+            };
+            if let Some(tx) = self.tx_mut(id) {
+                if tx.interim.is_some() {
+                    tx.anomalies |= Anomaly::MULTIPLE_INTERIM_RESPONSES;
+                }
+                tx.interim = Some((code, head.part(2).to_vec()));
+                tx.anomalies |= anomalies;
+                tx.last_ts = ts;
             }
+            return;
         }
         let id = self.response_tx(ts, out);
         let (method_head, method_connect) = match self.tx_mut(id).and_then(|t| t.method()) {
@@ -775,13 +775,11 @@ impl HttpConnection {
                     None
                 }
             };
-            if !tunnel {
-                if let Some(h) = held {
-                    // Refused: the held bytes are more requests, read after this answer.
-                    self.response_framing(id, framing, &codings);
-                    self.data(Side::Client, &h, ts, out);
-                    return;
-                }
+            if !tunnel && let Some(h) = held {
+                // Refused: the held bytes are more requests, read after this answer.
+                self.response_framing(id, framing, &codings);
+                self.data(Side::Client, &h, ts, out);
+                return;
             }
         }
         if tunnel {
@@ -835,10 +833,10 @@ impl HttpConnection {
         let used = reader.feed(data);
         if reader.is_done() {
             self.end_body(side, false, ts);
-        } else if let Some(id) = self.dirs[d].current {
-            if let Some(tx) = self.tx_mut(id) {
-                tx.last_ts = ts;
-            }
+        } else if let Some(id) = self.dirs[d].current
+            && let Some(tx) = self.tx_mut(id)
+        {
+            tx.last_ts = ts;
         }
         used
     }

@@ -111,8 +111,6 @@ pub fn host_port(req: &Head) -> Option<(Vec<u8>, Option<u16>)> {
             .position(|&b| b == b'/' || b == b'?' || b == b'#')
             .unwrap_or(rest.len());
         Some(&rest[..end])
-    } else if req.part(0).eq_ignore_ascii_case(b"CONNECT") {
-        None
     } else {
         None
     };
@@ -181,22 +179,22 @@ pub fn write_transaction(out: &mut Vec<u8>, meta: &FlowMeta, tx: &Transaction, o
             h.str("http_user_agent", ua);
         }
     }
-    if let Some(resp) = &tx.response {
-        if let Some(ct) = resp.header("content-type") {
-            // Suricata logs the media type without parameters.
-            let mt = ct.split(|&b| b == b';').next().unwrap_or(ct);
-            h.str("http_content_type", head::trim(mt));
-        }
+    if let Some(resp) = &tx.response
+        && let Some(ct) = resp.header("content-type")
+    {
+        // Suricata logs the media type without parameters.
+        let mt = ct.split(|&b| b == b';').next().unwrap_or(ct);
+        h.str("http_content_type", head::trim(mt));
     }
-    if let Some(req) = &tx.request {
-        if let Some(r) = req.header("referer") {
-            h.str("http_refer", r);
-        }
+    if let Some(req) = &tx.request
+        && let Some(r) = req.header("referer")
+    {
+        h.str("http_refer", r);
     }
-    if let Some(resp) = &tx.response {
-        if let Some(loc) = resp.header("location") {
-            h.str("redirect", loc);
-        }
+    if let Some(resp) = &tx.response
+        && let Some(loc) = resp.header("location")
+    {
+        h.str("redirect", loc);
     }
     if let Some(req) = &tx.request {
         h.str("http_method", req.part(0));

@@ -198,7 +198,7 @@ impl<A: StreamHandler> FlowTable<A> {
 
     fn flow_id(key: &FlowKey, ts: Micros) -> u64 {
         use std::hash::BuildHasher;
-        let h = foldhash::fast::FixedState::with_seed(0x7461_706c_696e_65).hash_one((key, ts));
+        let h = foldhash::fast::FixedState::with_seed(0x0074_6170_6c69_6e65).hash_one((key, ts));
         h & ((1 << 51) - 1)
     }
 
@@ -217,13 +217,12 @@ impl<A: StreamHandler> FlowTable<A> {
         let key = FlowKey::of(seg, self.limits.use_vlan);
         let syn_only = seg.flags.syn() && !seg.flags.ack();
         // A new SYN on a finished connection (port reuse) starts a new one.
-        if syn_only {
-            if let Some(f) = self.flows.get(&key) {
-                if f.closed || f.streams[Side::Client as usize].is_started() && f.delivered {
-                    let f = self.flows.remove(&key).expect("present");
-                    self.end_flow(f, ts, out);
-                }
-            }
+        if syn_only
+            && let Some(f) = self.flows.get(&key)
+            && (f.closed || f.streams[Side::Client as usize].is_started() && f.delivered)
+        {
+            let f = self.flows.remove(&key).expect("present");
+            self.end_flow(f, ts, out);
         }
         if !self.flows.contains_key(&key) {
             if !seg.flags.syn() && !self.limits.midstream {

@@ -111,10 +111,10 @@ impl Stream {
     }
 
     /// Takes one segment's payload.
-    pub fn segment<'a>(
+    pub fn segment(
         &mut self,
         seq: u32,
-        data: &'a [u8],
+        data: &[u8],
         limits: &StreamLimits,
         out: &mut impl FnMut(Chunk<'_>),
     ) {
@@ -318,7 +318,7 @@ mod tests {
         s.start(u32::MAX - 1);
         let out = collect(
             &mut s,
-            &[(1, b"cd"), (u32::MAX - 1, b"ab"), (3, b"e")],
+            &[(0, b"cd"), (u32::MAX - 1, b"ab"), (2, b"e")],
             &StreamLimits::default(),
         );
         assert_eq!(out, b"abcde");

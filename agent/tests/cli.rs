@@ -1,0 +1,95 @@
+//! Drives the real `tapline-agent` binary.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+
+fn agent() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_tapline-agent"))
+}
+
+fn corpus_pcap() -> Option<PathBuf> {
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../shared/corpus/zeek/http-pipelining/pipelined-requests.pcap");
+    p.exists().then_some(p)
+}
+
+#[test]
+fn reads_a_file_and_stdin_alike() {
+    let Some(pcap) = corpus_pcap() else {
+        eprintln!("*** corpus absent: cli test skipped ***");
+        return;
+    };
+    let out = agent()
+        .arg("read")
+        .arg("--stats")
+        .arg(&pcap)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let log = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<serde_json::Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 5);
+    assert_eq!(lines[0]["event_type"], "http");
+    assert_eq!(lines[0]["http"]["url"], "/style/enhanced.css");
+    assert_eq!(lines[4]["tx_id"], 4);
+    let stats = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        stats
+            .lines()
+            .any(|l| l.starts_with("http_transactions") && l.ends_with(" 5")),
+        "{stats}"
+    );
+
+    let mut child = agent()
+        .args(["read", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(&std::fs::read(&pcap).unwrap())
+        .unwrap();
+    let piped = child.wait_with_output().unwrap();
+    assert!(piped.status.success());
+    assert_eq!(String::from_utf8(piped.stdout).unwrap(), log);
+}
+
+#[test]
+fn garbage_input_is_a_clear_error() {
+    let dir = std::env::temp_dir().join(format!("tapline-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let f = dir.join("garbage.pcap");
+    std::fs::write(&f, b"this is not a capture file at all, not even close....").unwrap();
+    let out = agent().arg("read").arg(&f).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("garbage.pcap") && err.contains("not a pcap"),
+        "{err}"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn truncated_file_keeps_what_came_before() {
+    let Some(pcap) = corpus_pcap() else {
+        return;
+    };
+    let data = std::fs::read(&pcap).unwrap();
+    let dir = std::env::temp_dir().join(format!("tapline-cli-t-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let f = dir.join("cut.pcap");
+    std::fs::write(&f, &data[..data.len() - 7]).unwrap();
+    let out = agent().arg("read").arg(&f).output().unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("ends inside a packet record"));
+    assert!(String::from_utf8_lossy(&out.stdout).lines().count() >= 4);
+    std::fs::remove_dir_all(&dir).ok();
+}
