@@ -344,6 +344,9 @@ fn zeek_field(tx: &Value, col: &str) -> Value {
         "status_msg" if http09_reply(tx) => Value::from("<empty>"),
         "status_code" => s("status"),
         "status_msg" => s("status_msg"),
+        // Zeek reports a 101 final answer as informational too.
+        "info_code" if http.get("status") == Some(&Value::from(101)) => s("status"),
+        "info_msg" if http.get("status") == Some(&Value::from(101)) => s("status_msg"),
         "info_code" => s("info_code"),
         "info_msg" => s("info_msg"),
         "tags" => Value::Array(vec![]),

@@ -181,6 +181,9 @@ pub struct BodyReader {
     decoder: Option<Box<dyn Write>>,
     sink: std::rc::Rc<std::cell::RefCell<Sink>>,
     decode_failed: bool,
+    /// End the body at a bad chunk-size line instead of reading on until close.
+    pub end_on_invalid_chunk: bool,
+    failed: bool,
     pub info: BodyInfo,
     pub anomalies: Anomaly,
 }
@@ -226,6 +229,8 @@ impl BodyReader {
             decoder: w,
             sink,
             decode_failed: false,
+            end_on_invalid_chunk: false,
+            failed: false,
             info: BodyInfo::default(),
             anomalies: Anomaly::empty(),
         }
@@ -237,6 +242,11 @@ impl BodyReader {
 
     pub fn is_done(&self) -> bool {
         self.info.complete
+    }
+
+    /// The framing broke and the body ended early (see `end_on_invalid_chunk`).
+    pub fn is_failed(&self) -> bool {
+        self.failed
     }
 
     fn entity(&mut self, data: &[u8]) {
@@ -287,7 +297,7 @@ impl BodyReader {
 
     fn feed_chunked(&mut self, data: &[u8]) -> usize {
         let mut pos = 0;
-        while pos < data.len() && !self.info.complete {
+        while pos < data.len() && !self.info.complete && !self.failed {
             match self.chunk {
                 ChunkState::Data(left) => {
                     let n = (left.min((data.len() - pos) as u64)) as usize;
@@ -358,9 +368,13 @@ impl BodyReader {
                         } else {
                             Anomaly::INVALID_CHUNK_SIZE
                         };
-                        // Give up on framing: the rest of the connection is this body.
-                        self.framing = Framing::UntilClose;
-                        self.entity(line);
+                        if self.end_on_invalid_chunk {
+                            self.failed = true;
+                        } else {
+                            // Give up on framing: the rest of the connection is this body.
+                            self.framing = Framing::UntilClose;
+                            self.entity(line);
+                        }
                     }
                 }
             }

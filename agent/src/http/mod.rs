@@ -535,9 +535,11 @@ impl HttpConnection {
                     if t.len() > 1 && t[0] == b'0' {
                         *anomalies |= Anomaly::CONTENT_LENGTH_LEADING_ZEROS;
                     }
+                    // Lengths past i64::MAX are refused, as servers do.
                     std::str::from_utf8(t)
                         .ok()
                         .and_then(|s| s.parse::<u64>().ok())
+                        .filter(|n| *n <= i64::MAX as u64)
                 } else {
                     None
                 };
@@ -649,11 +651,11 @@ impl HttpConnection {
             }
         } else {
             dir.current = Some(id);
-            dir.state = State::Body(Box::new(BodyReader::new(
-                framing,
-                &codings,
-                self.config.body,
-            )));
+            let mut reader = BodyReader::new(framing, &codings, self.config.body);
+            // A request whose chunk framing breaks ends there; what follows is read as
+            // the next request (servers do, and that is how smuggling is seen).
+            reader.end_on_invalid_chunk = true;
+            dir.state = State::Body(Box::new(reader));
         }
     }
 
@@ -831,7 +833,7 @@ impl HttpConnection {
             return 0;
         };
         let used = reader.feed(data);
-        if reader.is_done() {
+        if reader.is_done() || reader.is_failed() {
             self.end_body(side, false, ts);
         } else if let Some(id) = self.dirs[d].current
             && let Some(tx) = self.tx_mut(id)
