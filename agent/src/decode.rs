@@ -31,7 +31,6 @@ pub mod linktype {
 const MAX_ENCAP_DEPTH: u8 = 8;
 const MAX_VLAN_TAGS: usize = 3;
 const VXLAN_PORT: u16 = 4789;
-const TEREDO_PORT: u16 = 3544;
 
 /// Capture time of a packet, microseconds since the Unix epoch.
 pub type Micros = i64;
@@ -457,7 +456,7 @@ impl Decoder {
     }
 
     fn udp<'a>(&self, ctx: &mut Ctx, datagram: &'a [u8]) -> Result<Decoded<'a>, DecodeError> {
-        let (Some(sport), Some(dport)) = (be16(datagram, 0), be16(datagram, 2)) else {
+        let (Some(_), Some(dport)) = (be16(datagram, 0), be16(datagram, 2)) else {
             return Ok(Decoded::NotTcp);
         };
         let Some(body) = datagram.get(8..) else {
@@ -471,10 +470,9 @@ impl Decoder {
             ctx.deeper()?;
             return self.ethernet(ctx, &body[8..]);
         }
-        if sport == TEREDO_PORT || dport == TEREDO_PORT {
-            return self.teredo(ctx, body);
-        }
-        Ok(Decoded::NotTcp)
+        // Teredo relays and direct peers use any port (3544 is only the server's), so
+        // every UDP payload is tried; only a self-consistent IPv6 packet is taken.
+        self.teredo(ctx, body)
     }
 
     /// Teredo (RFC 4380) carries IPv6 in UDP, optionally after authentication and
@@ -492,7 +490,8 @@ impl Decoder {
         }
         let is_ipv6 = body.len() >= 40
             && body[0] >> 4 == 6
-            && usize::from(u16::from_be_bytes([body[4], body[5]])) + 40 == body.len();
+            && usize::from(u16::from_be_bytes([body[4], body[5]])) + 40 == body.len()
+            && matches!(body[6], 0 | 6 | 17 | 43 | 44 | 58 | 59 | 60);
         if !is_ipv6 {
             return Ok(Decoded::NotTcp);
         }

@@ -3,7 +3,7 @@
 
 use crate::decode::defrag::{DefragLimits, Defragmenter};
 use crate::decode::{DecodeError, Decoded, Decoder, Micros};
-use crate::http::{HttpConfig, HttpConnection, Transaction};
+use crate::http::{HttpConfig, HttpConnection, HttpTotals, Transaction};
 use crate::reassembly::{FlowLimits, FlowMeta, FlowTable, Side, StreamHandler};
 
 impl StreamHandler for HttpConnection {
@@ -22,6 +22,10 @@ impl StreamHandler for HttpConnection {
     }
     fn is_done(&self) -> bool {
         self.is_tunnel()
+    }
+    type Totals = HttpTotals;
+    fn retire(&self, totals: &mut HttpTotals) {
+        totals.add(self);
     }
 }
 
@@ -46,8 +50,8 @@ pub struct PipelineStats {
     pub reassembled_datagrams: u64,
     pub dropped_fragments: u64,
     pub transactions: u64,
-    pub http_parse_errors: u64,
-    pub evicted_transactions: u64,
+    /// Counters of the HTTP stage over connections that have ended.
+    pub http: HttpTotals,
 }
 
 pub struct Pipeline {
@@ -132,6 +136,7 @@ impl Pipeline {
         s.fragments = self.defrag.stats.fragments;
         s.reassembled_datagrams = self.defrag.stats.reassembled;
         s.dropped_fragments = self.defrag.stats.dropped;
+        s.http = self.flows.handler_totals;
         s
     }
 

@@ -37,8 +37,11 @@ pub fn render(p: &PipelineStats, f: &FlowStats, file_truncated: u64) -> String {
     line("stream_gaps", f.streams.gaps);
     line("stream_gap_bytes", f.streams.gap_bytes);
     line("http_transactions", p.transactions);
-    line("http_parse_errors", p.http_parse_errors);
-    line("http_evicted_transactions", p.evicted_transactions);
+    line("http_parse_errors", p.http.parse_errors);
+    line("http_evicted_transactions", p.http.evicted_transactions);
+    line("http_not_http_flows", p.http.not_http_flows);
+    line("http_skipped_bytes", p.http.skipped_bytes);
+    line("http_tunnelled_bytes", p.http.tunnelled_bytes);
     line("capture_files_truncated", file_truncated);
     s
 }

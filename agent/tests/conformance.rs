@@ -169,15 +169,23 @@ fn files_of(tx: &Value) -> Vec<FileView> {
     let gaps = anomalies.contains(&"body_gap");
     let truncated = anomalies.contains(&"truncated_body") || gaps;
     let url = tx["http"]["url"].as_str().unwrap_or("");
-    for (len_key, body_key, hdrs) in [
-        ("request_body_len", "http_request_body", "request_headers"),
+    for (len_key, gap_key, body_key, hdrs) in [
+        (
+            "request_body_len",
+            "request_body_gap_bytes",
+            "http_request_body",
+            "request_headers",
+        ),
         (
             "response_body_len",
+            "response_body_gap_bytes",
             "http_response_body",
             "response_headers",
         ),
     ] {
-        let size = tx["http"][len_key].as_u64().unwrap_or(0);
+        // Suricata counts bytes lost in gaps in a file's size.
+        let size =
+            tx["http"][len_key].as_u64().unwrap_or(0) + tx["http"][gap_key].as_u64().unwrap_or(0);
         if size == 0 {
             continue;
         }
@@ -328,7 +336,11 @@ fn zeek_field(tx: &Value, col: &str) -> Value {
         "trans_depth" => Value::from(tx["tx_id"].as_u64().unwrap_or(0) + 1),
         "method" => s("http_method"),
         "host" => header_value(tx, "request_headers", "host").map_or(Value::Null, Value::from),
-        "uri" => s("url"),
+        // Zeek logs the URI with its %XX escapes decoded (invalid ones kept).
+        "uri" => http
+            .get("url")
+            .and_then(Value::as_str)
+            .map_or(Value::Null, |u| Value::from(percent_decode(u))),
         "referrer" => s("http_refer"),
         // Zeek takes the version from the reply; an HTTP/0.9 reply is "0.9".
         "version" => match http.get("response_protocol").and_then(Value::as_str) {
@@ -343,6 +355,8 @@ fn zeek_field(tx: &Value, col: &str) -> Value {
         "status_code" if http09_reply(tx) => Value::from(0),
         "status_msg" if http09_reply(tx) => Value::from("<empty>"),
         "status_code" => s("status"),
+        // A status line without a reason phrase is logged as "<empty>".
+        "status_msg" if http.get("status_msg") == Some(&Value::from("")) => Value::from("<empty>"),
         "status_msg" => s("status_msg"),
         // Zeek reports a 101 final answer as informational too.
         "info_code" if http.get("status") == Some(&Value::from(101)) => s("status"),
@@ -393,6 +407,29 @@ fn zeek_field(tx: &Value, col: &str) -> Value {
         }
         _ => Value::Null,
     }
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%'
+            && i + 2 < b.len()
+            && b[i + 1].is_ascii_hexdigit()
+            && b[i + 2].is_ascii_hexdigit()
+            && let Some(v) = s
+                .get(i + 1..i + 3)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+        {
+            out.push(v);
+            i += 3;
+            continue;
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).to_string()
 }
 
 fn zeek_unescape(s: &str) -> String {

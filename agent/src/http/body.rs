@@ -5,7 +5,9 @@
 //! kept, and decoding stops after `max_decoded` bytes so that a decompression bomb costs
 //! a bounded amount of work and no memory.
 
+use std::cell::{Cell, RefCell};
 use std::io::{self, Write};
+use std::rc::Rc;
 
 use super::Anomaly;
 
@@ -153,7 +155,7 @@ impl<W: Write + 'static> Write for AutoDeflate<W> {
 }
 
 /// Writes into a shared sink so the chain's end can be read after every write.
-struct SharedSink(std::rc::Rc<std::cell::RefCell<Sink>>);
+struct SharedSink(Rc<RefCell<Sink>>);
 
 impl Write for SharedSink {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
@@ -161,6 +163,81 @@ impl Write for SharedSink {
     }
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
+    }
+}
+
+/// Bytes a layer keeps until its decoder first produces output, to pass them through
+/// if the coding turns out never to have been applied.
+const MAX_HELD: usize = 4096;
+
+/// One content-decoding layer. When its input fails to decode before it produced a
+/// single byte, the server labelled a coding it never applied (or stacked one label
+/// too many): the bytes pass through unchanged, as libhtp does, so that a false label
+/// cannot hide a body.
+struct Layer {
+    dec: Option<Box<dyn Write>>,
+    inner: Rc<RefCell<Box<dyn Write>>>,
+    produced: Rc<Cell<bool>>,
+    held: Vec<u8>,
+    held_lost: bool,
+    passthrough: Rc<Cell<bool>>,
+}
+
+impl Write for Layer {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let Some(dec) = &mut self.dec else {
+            self.inner.borrow_mut().write_all(buf)?;
+            return Ok(buf.len());
+        };
+        let fresh = !self.produced.get();
+        if fresh && !self.held_lost {
+            if self.held.len() + buf.len() <= MAX_HELD {
+                self.held.extend_from_slice(buf);
+            } else {
+                self.held_lost = true;
+                self.held = Vec::new();
+            }
+        }
+        match dec.write_all(buf) {
+            Ok(()) => {
+                if self.produced.get() && !self.held.is_empty() {
+                    self.held = Vec::new();
+                }
+                Ok(buf.len())
+            }
+            Err(_) if fresh && !self.produced.get() && !self.held_lost => {
+                self.dec = None;
+                self.passthrough.set(true);
+                let held = std::mem::take(&mut self.held);
+                self.inner.borrow_mut().write_all(&held)?;
+                Ok(buf.len())
+            }
+            Err(e) => Err(e),
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        match &mut self.dec {
+            Some(d) => d.flush(),
+            None => Ok(()),
+        }
+    }
+}
+
+/// The writer under a decoder: records that it produced output.
+struct Tap {
+    inner: Rc<RefCell<Box<dyn Write>>>,
+    produced: Rc<Cell<bool>>,
+}
+
+impl Write for Tap {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if !buf.is_empty() {
+            self.produced.set(true);
+        }
+        self.inner.borrow_mut().write(buf)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.borrow_mut().flush()
     }
 }
 
@@ -179,7 +256,9 @@ pub struct BodyReader {
     line: Vec<u8>,
     remaining: u64,
     decoder: Option<Box<dyn Write>>,
-    sink: std::rc::Rc<std::cell::RefCell<Sink>>,
+    /// Set by a decoding layer that gave up and passed its bytes through.
+    passthrough: Rc<Cell<bool>>,
+    sink: Rc<RefCell<Sink>>,
     decode_failed: bool,
     /// End the body at a bad chunk-size line instead of reading on until close.
     pub end_on_invalid_chunk: bool,
@@ -192,28 +271,43 @@ const MAX_CHUNK_LINE: usize = 1024;
 
 impl BodyReader {
     pub fn new(framing: Framing, codings: &[Coding], limits: BodyLimits) -> Self {
-        let sink = std::rc::Rc::new(std::cell::RefCell::new(Sink {
+        let sink = Rc::new(RefCell::new(Sink {
             decoded: 0,
             captured: Vec::new(),
             capture_limit: limits.capture_limit,
             max_decoded: limits.max_decoded,
         }));
         let mut w: Option<Box<dyn Write>> = None;
+        let passthrough = Rc::new(Cell::new(false));
         if !codings.is_empty() {
             let mut chain: Box<dyn Write> = Box::new(SharedSink(sink.clone()));
             // The last coding applied is undone first, so it wraps the outermost writer.
             for c in codings {
-                chain = match c {
-                    Coding::Gzip => Box::new(flate2::write::MultiGzDecoder::new(chain)),
+                let inner = Rc::new(RefCell::new(chain));
+                let produced = Rc::new(Cell::new(false));
+                let tap = Tap {
+                    inner: inner.clone(),
+                    produced: produced.clone(),
+                };
+                let dec: Box<dyn Write> = match c {
+                    Coding::Gzip => Box::new(flate2::write::MultiGzDecoder::new(tap)),
                     Coding::Deflate => Box::new(AutoDeflate {
-                        inner: Some(chain),
+                        inner: Some(tap),
                         dec: None,
                         head: Vec::new(),
                     }),
                     Coding::Brotli => {
-                        Box::new(brotli_decompressor::DecompressorWriter::new(chain, 4096))
+                        Box::new(brotli_decompressor::DecompressorWriter::new(tap, 4096))
                     }
                 };
+                chain = Box::new(Layer {
+                    dec: Some(dec),
+                    inner,
+                    produced,
+                    held: Vec::new(),
+                    held_lost: false,
+                    passthrough: passthrough.clone(),
+                });
             }
             w = Some(chain);
         }
@@ -227,6 +321,7 @@ impl BodyReader {
             line: Vec::new(),
             remaining,
             decoder: w,
+            passthrough,
             sink,
             decode_failed: false,
             end_on_invalid_chunk: false,
@@ -428,13 +523,16 @@ impl BodyReader {
             }
             drop(d);
         }
+        if self.passthrough.get() {
+            self.anomalies |= Anomaly::ENCODING_PASSTHROUGH;
+        }
         if closed && self.framing == Framing::UntilClose {
             self.info.complete = true;
         }
-        let sink = self.sink.borrow();
+        let mut sink = self.sink.borrow_mut();
         self.info.decoded = sink.decoded;
         let mut info = std::mem::take(&mut self.info);
-        info.captured = sink.captured.clone();
+        info.captured = std::mem::take(&mut sink.captured);
         info
     }
 }

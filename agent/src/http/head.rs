@@ -94,7 +94,15 @@ fn lines(buf: &[u8]) -> impl Iterator<Item = Range<usize>> + '_ {
         if pos >= buf.len() {
             return None;
         }
-        let end = memchr::memchr(b'\n', &buf[pos..]).map_or(buf.len(), |i| pos + i + 1);
+        // A bare CR ends a line too (libhtp and browsers read it so; evaders use it).
+        let mut end = buf.len();
+        for i in memchr::memchr2_iter(b'\n', b'\r', &buf[pos..]) {
+            let at = pos + i;
+            if buf[at] == b'\n' || buf.get(at + 1) != Some(&b'\n') {
+                end = at + 1;
+                break;
+            }
+        }
         let r = pos..line_end(buf, pos, end);
         pos = end;
         Some(r)
@@ -194,6 +202,9 @@ pub struct HeadLimits {
 /// Parses a complete head. `buf` holds the start line, the header lines and the empty
 /// line that ends them (absent for HTTP/0.9 requests).
 pub fn parse(mut buf: Vec<u8>, limits: &HeadLimits, anomalies: &mut Anomaly) -> Head {
+    if memchr::memchr_iter(b'\r', &buf).any(|i| i + 1 < buf.len() && buf[i + 1] != b'\n') {
+        *anomalies |= Anomaly::BARE_CR_LINE_END;
+    }
     let mut it = lines(&buf);
     let first = it.next().unwrap_or(0..0);
     let parts = split_start(&buf, first);

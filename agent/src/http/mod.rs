@@ -19,7 +19,7 @@ pub use head::Head;
 bitflags! {
     /// Protocol anomalies seen in a transaction. Each is logged by name.
     #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-    pub struct Anomaly: u32 {
+    pub struct Anomaly: u64 {
         const DUPLICATE_CONTENT_LENGTH = 1 << 0;
         const CONFLICTING_CONTENT_LENGTH = 1 << 1;
         const INVALID_CONTENT_LENGTH = 1 << 2;
@@ -45,6 +45,7 @@ bitflags! {
         const EXPECT_WITH_CONTENT_LENGTH_ZERO = 1 << 22;
         const INVALID_STATUS = 1 << 23;
         const HTTP09 = 1 << 24;
+        /// Bytes that start no message were skipped before this one (after a gap).
         const DATA_SKIPPED = 1 << 25;
         const INCOMPLETE_HEAD = 1 << 26;
         const TRUNCATED_BODY = 1 << 27;
@@ -52,6 +53,14 @@ bitflags! {
         const RESPONSE_NOT_STATUS_LINE = 1 << 29;
         const TX_EVICTED = 1 << 30;
         const INVALID_REQUEST_LINE = 1 << 31;
+        /// A 1xx or 204 response declared a body (Content-Length or chunked) and it is
+        /// read as one, as browsers do; an evasion otherwise.
+        const UNEXPECTED_RESPONSE_BODY = 1 << 32;
+        /// A head line ended in a bare CR, read as a line end.
+        const BARE_CR_LINE_END = 1 << 33;
+        /// A declared content coding did not decode and the bytes passed through as they
+        /// are (a server that labels a body it never encoded).
+        const ENCODING_PASSTHROUGH = 1 << 34;
     }
 }
 
@@ -156,6 +165,8 @@ struct Direction {
     /// Index into `txs` of the transaction whose message this direction is reading.
     current: Option<u64>,
     ignored_bytes: u64,
+    /// Bytes were skipped since the last message head (resynchronisation).
+    skipped: bool,
 }
 
 impl Direction {
@@ -168,6 +179,7 @@ impl Direction {
             head_buf: Vec::new(),
             current: None,
             ignored_bytes: 0,
+            skipped: false,
         }
     }
 
@@ -191,6 +203,28 @@ pub struct HttpStats {
     pub not_http: bool,
 }
 
+/// [`HttpStats`] summed over connections, with the count of those that were not HTTP.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct HttpTotals {
+    pub transactions: u64,
+    pub parse_errors: u64,
+    pub evicted_transactions: u64,
+    pub tunnelled_bytes: u64,
+    pub skipped_bytes: u64,
+    pub not_http_flows: u64,
+}
+
+impl HttpTotals {
+    pub fn add(&mut self, c: &HttpConnection) {
+        self.transactions += c.stats.transactions;
+        self.parse_errors += c.stats.parse_errors;
+        self.evicted_transactions += c.stats.evicted_transactions;
+        self.tunnelled_bytes += c.stats.tunnelled_bytes;
+        self.skipped_bytes += c.ignored_bytes();
+        self.not_http_flows += u64::from(c.stats.not_http);
+    }
+}
+
 pub struct HttpConnection {
     config: HttpConfig,
     dirs: [Direction; 2],
@@ -200,6 +234,11 @@ pub struct HttpConnection {
     next_response_tx: u64,
     /// The connection has been recognised as HTTP (a request or status line seen).
     detected: bool,
+    /// The client's first line was not a request line; the server has not answered yet.
+    /// Transactions read meanwhile are dropped unless a status line follows.
+    doubtful: bool,
+    /// The server side has sent bytes.
+    server_seen: bool,
     pub stats: HttpStats,
 }
 
@@ -229,6 +268,8 @@ impl HttpConnection {
             next_tx_id: 0,
             next_response_tx: 0,
             detected: false,
+            doubtful: false,
+            server_seen: false,
             stats: HttpStats::default(),
         }
     }
@@ -287,6 +328,7 @@ impl HttpConnection {
     pub fn data(&mut self, side: Side, mut data: &[u8], ts: Micros, out: &mut Vec<Transaction>) {
         let d = side as usize;
         if side == Side::Server {
+            self.server_seen = true;
             self.complete_waiting_request(ts, out);
         }
         while !data.is_empty() {
@@ -317,6 +359,8 @@ impl HttpConnection {
     /// Stops parsing: the bytes are some other protocol.
     fn not_http(&mut self) {
         self.stats.not_http = true;
+        self.doubtful = false;
+        self.txs.clear();
         for d in &mut self.dirs {
             d.head_buf.clear();
             d.state = State::Tunnel;
@@ -339,27 +383,33 @@ impl HttpConnection {
     fn resync(&mut self, side: Side, data: &[u8]) -> usize {
         let d = side as usize;
         let starts = |p: &[u8]| match side {
-            Side::Client => METHODS.iter().any(|m| p.starts_with(m)),
+            Side::Client => {
+                METHODS.iter().any(|m| p.starts_with(m))
+                    || memchr::memchr(b'\n', p)
+                        .is_some_and(|i| head::looks_like_request_line(&p[..i]))
+            }
             Side::Server => p.starts_with(b"HTTP/1.") || p.starts_with(b"HTTP/0.9"),
         };
         let mut pos = 0;
-        loop {
+        let found = loop {
             if starts(&data[pos..]) {
-                self.dirs[d].reset_head();
-                return pos;
+                break true;
             }
             match memchr::memchr(b'\n', &data[pos..]) {
-                Some(i) => pos += i + 1,
-                None => {
-                    self.dirs[d].ignored_bytes += data.len() as u64;
-                    return data.len();
+                Some(i) if pos + i + 1 < data.len() => pos += i + 1,
+                _ => {
+                    pos = data.len();
+                    break false;
                 }
             }
-            if pos >= data.len() {
-                self.dirs[d].ignored_bytes += data.len() as u64;
-                return data.len();
-            }
+        };
+        let dir = &mut self.dirs[d];
+        dir.ignored_bytes += pos as u64;
+        dir.skipped |= pos > 0;
+        if found {
+            dir.reset_head();
         }
+        pos
     }
 
     fn head_data(
@@ -422,13 +472,22 @@ impl HttpConnection {
                 let line = &self.dirs[d].head_buf[prev_len..];
                 let plausible = match side {
                     Side::Client => head::plausible_request_line(line),
-                    Side::Server => head::looks_like_status_line(line) || self.next_tx_id > 0,
+                    Side::Server => {
+                        head::looks_like_status_line(line)
+                            || (self.next_tx_id > 0 && !self.doubtful)
+                    }
                 };
-                if !plausible {
+                if plausible {
+                    self.detected = true;
+                    self.doubtful = false;
+                } else if side == Side::Client && !self.server_seen {
+                    // A garbled request line: the server's answer decides (a status
+                    // line makes this HTTP, with a request it could not read).
+                    self.doubtful = true;
+                } else {
                     self.not_http();
                     return data.len();
                 }
-                self.detected = true;
             }
             let State::Head { .. } = &self.dirs[d].state else {
                 return pos;
@@ -513,6 +572,9 @@ impl HttpConnection {
         let d = side as usize;
         let buf = std::mem::take(&mut self.dirs[d].head_buf);
         let mut anomalies = flags;
+        if std::mem::take(&mut self.dirs[d].skipped) {
+            anomalies |= Anomaly::DATA_SKIPPED;
+        }
         let limits = head::HeadLimits {
             max_fields: self.config.max_fields,
         };
@@ -562,21 +624,28 @@ impl HttpConnection {
         result
     }
 
+    /// Whether a head announces a body: a non-zero Content-Length or a Transfer-Encoding.
+    /// libhtp reads such bodies even after 1xx and 204 answers, as browsers do, so an
+    /// evader cannot hide content behind them.
+    fn declares_body(head: &Head) -> bool {
+        head.headers("transfer-encoding").next().is_some()
+            || head
+                .headers("content-length")
+                .any(|v| head::trim(v).iter().any(|&b| (b'1'..=b'9').contains(&b)))
+    }
+
     /// Whether Transfer-Encoding asks for chunked framing; odd spellings are flagged.
     fn is_chunked(head: &Head, anomalies: &mut Anomaly) -> bool {
         let mut chunked = false;
+        // "chunked" anywhere in the list frames the body, as libhtp and Zeek read it:
+        // "chunked, identity" is a smuggling attempt, and reading the chunks keeps the
+        // request that follows them a request.
         for v in head.headers("transfer-encoding") {
-            let last = v
+            let has = v
                 .split(|&b| b == b',')
-                .map(head::trim)
-                .rfind(|t| !t.is_empty())
-                .unwrap_or(b"");
-            if last.eq_ignore_ascii_case(b"chunked") {
-                chunked = true;
-                if v.len() != 7 {
-                    *anomalies |= Anomaly::ABNORMAL_TRANSFER_ENCODING;
-                }
-            } else {
+                .any(|t| head::trim(t).eq_ignore_ascii_case(b"chunked"));
+            chunked |= has;
+            if !has || head::trim(v).len() != 7 {
                 *anomalies |= Anomaly::ABNORMAL_TRANSFER_ENCODING;
             }
         }
@@ -595,6 +664,7 @@ impl HttpConnection {
             anomalies |= Anomaly::HTTP09;
         }
         if !head::is_valid_request_line(&head) {
+            self.stats.parse_errors += 1;
             // Not a request at all: the transaction keeps no request fields, and the
             // response, if any, is logged on its own.
             if let Some(tx) = self.tx_mut(id) {
@@ -683,10 +753,13 @@ impl HttpConnection {
         let status = parse_status(head.part(1));
         if status.is_none() {
             anomalies |= Anomaly::INVALID_STATUS;
+            self.stats.parse_errors += 1;
         }
         // Interim responses (100 Continue, 102, 103) precede the final one.
+        let declares_body = Self::declares_body(&head);
         if let Some(code @ 100..=199) = status
             && code != 101
+            && !declares_body
         {
             let front = self.txs.front().map_or(self.next_tx_id, |t| t.tx_id);
             let id = self.next_response_tx.max(front);
@@ -728,9 +801,13 @@ impl HttpConnection {
                 tunnel = true;
                 Framing::None
             }
-            Some(204) | Some(304) => Framing::None,
+            Some(304) => Framing::None,
+            Some(204) if !declares_body => Framing::None,
             _ if method_head => Framing::None,
             _ => {
+                if matches!(status, Some(100..=199 | 204)) {
+                    anomalies |= Anomaly::UNEXPECTED_RESPONSE_BODY;
+                }
                 let chunked = Self::is_chunked(&head, &mut anomalies);
                 let cl = Self::content_length(&head, &mut anomalies);
                 if chunked {
@@ -781,6 +858,29 @@ impl HttpConnection {
                 // Refused: the held bytes are more requests, read after this answer.
                 self.response_framing(id, framing, &codings);
                 self.data(Side::Client, &h, ts, out);
+                return;
+            }
+            if tunnel {
+                // Established: what flows next is whatever the client tunnels. Plain
+                // HTTP through a proxy is parsed afresh (as Suricata does, transaction
+                // ids restart); anything else (TLS) fails detection and is tunnelled.
+                self.finish_response(id, None);
+                self.emit_done(out);
+                if self.txs.is_empty() {
+                    self.next_tx_id = 0;
+                    self.next_response_tx = 0;
+                    self.detected = false;
+                    self.doubtful = false;
+                    self.server_seen = false;
+                    self.dirs[0].reset_head();
+                    self.dirs[1].reset_head();
+                    if let Some(h) = held {
+                        self.data(Side::Client, &h, ts, out);
+                    }
+                } else {
+                    self.dirs[0].state = State::Tunnel;
+                    self.dirs[1].state = State::Tunnel;
+                }
                 return;
             }
         }
@@ -896,6 +996,11 @@ impl HttpConnection {
     /// One side closed (FIN, RST or end of capture): finishes what it was reading.
     pub fn close(&mut self, side: Side, ts: Micros, out: &mut Vec<Transaction>) {
         let d = side as usize;
+        if self.doubtful && side == Side::Server {
+            // The server is done and never answered a garbled request with a status.
+            self.not_http();
+            return;
+        }
         match &self.dirs[d].state {
             State::Body(_) => self.end_body(side, true, ts),
             State::Head { .. } if !self.dirs[d].head_buf.is_empty() => {
@@ -918,6 +1023,10 @@ impl HttpConnection {
 
     /// The connection is over: every open transaction is emitted as it stands.
     pub fn finish(&mut self, ts: Micros, out: &mut Vec<Transaction>) {
+        if self.doubtful {
+            // Nothing ever confirmed that the client spoke HTTP.
+            self.not_http();
+        }
         self.close(Side::Client, ts, out);
         self.close(Side::Server, ts, out);
         self.dirs[0].current = None;

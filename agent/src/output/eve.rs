@@ -220,6 +220,12 @@ pub fn write_transaction(out: &mut Vec<u8>, meta: &FlowMeta, tx: &Transaction, o
     }
     h.num("request_body_len", tx.request_body.decoded);
     h.num("response_body_len", tx.response_body.decoded);
+    if tx.request_body.gap_bytes > 0 {
+        h.num("request_body_gap_bytes", tx.request_body.gap_bytes);
+    }
+    if tx.response_body.gap_bytes > 0 {
+        h.num("response_body_gap_bytes", tx.response_body.gap_bytes);
+    }
     if let Some(req) = &tx.request {
         h.key("request_headers");
         headers(h.out, req);

@@ -42,6 +42,10 @@ pub trait StreamHandler {
     fn is_done(&self) -> bool {
         false
     }
+    /// Totals of the handlers' own counters over every connection that ended.
+    type Totals: Default;
+    /// The connection is leaving the table: its counters join the totals.
+    fn retire(&self, totals: &mut Self::Totals);
 }
 
 type Endpoint = (IpAddr, u16);
@@ -171,11 +175,13 @@ fn guess_server(seg: &TcpSegment<'_>) -> Side {
     }
 }
 
-pub struct FlowTable<A> {
+pub struct FlowTable<A: StreamHandler> {
     limits: FlowLimits,
     flows: HashMap<FlowKey, Flow<A>>,
     last_sweep: Micros,
     pub stats: FlowStats,
+    /// The handlers' counters, summed as connections end.
+    pub handler_totals: A::Totals,
 }
 
 impl<A: StreamHandler> FlowTable<A> {
@@ -185,6 +191,7 @@ impl<A: StreamHandler> FlowTable<A> {
             flows: HashMap::default(),
             last_sweep: i64::MIN,
             stats: FlowStats::default(),
+            handler_totals: A::Totals::default(),
         }
     }
 
@@ -378,6 +385,7 @@ impl<A: StreamHandler> FlowTable<A> {
         for s in &f.streams {
             self.stats.streams.add(&s.stats);
         }
+        f.handler.retire(&mut self.handler_totals);
         out.extend(scratch.into_iter().map(|o| (f.meta, o)));
     }
 
