@@ -5,6 +5,7 @@
 
 pub mod capture;
 pub mod decode;
+pub mod fuzzing;
 pub mod http;
 pub mod output;
 pub mod pipeline;

@@ -1,14 +1,14 @@
 //! `tapline-agent`: the Tapline host agent.
 
 use std::fs::File;
-use std::io::{self, BufWriter, IsTerminal, Read, Write};
+use std::io::{self, BufWriter, IsTerminal, Write};
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use tapline_agent::capture::file::read_frames;
+use tapline_agent::capture::file::{Frame, read_frames, read_frames_in_memory};
 use tapline_agent::decode::Decoder;
 use tapline_agent::output::eve::{EveOptions, write_transaction};
 use tapline_agent::pipeline::{Pipeline, PipelineConfig};
@@ -120,12 +120,17 @@ fn read(args: ReadArgs) -> Result<()> {
     let mut truncated_files = 0;
     let show_progress = io::stderr().is_terminal();
     for path in &args.files {
-        let (input, size): (Box<dyn Read + Send>, u64) = if path.as_os_str() == "-" {
-            (Box::new(io::stdin()), 0)
+        // Files are mapped and parsed in place; stdin is streamed.
+        let (map, size) = if path.as_os_str() == "-" {
+            (None, 0)
         } else {
             let f = File::open(path).with_context(|| format!("opening {}", path.display()))?;
             let size = f.metadata().map(|m| m.len()).unwrap_or(0);
-            (Box::new(f), size)
+            // SAFETY: the mapping is only read; a capture file changed by another
+            // process while mapped can give garbage frames, which the parsers handle.
+            let map = unsafe { memmap2::Mmap::map(&f) }
+                .with_context(|| format!("mapping {}", path.display()))?;
+            (Some(map), size)
         };
         let bar = if show_progress && size > 0 {
             let b = ProgressBar::new(size);
@@ -140,15 +145,16 @@ fn read(args: ReadArgs) -> Result<()> {
         } else {
             None
         };
-        let summary = read_frames(
-            input,
-            |f| pipeline.frame(f.linktype, f.ts, f.data, &mut sink),
-            |done| {
-                if let Some(b) = &bar {
-                    b.set_position(done)
-                }
-            },
-        )
+        let on_frame = |f: Frame<'_>| pipeline.frame(f.linktype, f.ts, f.data, &mut sink);
+        let on_progress = |done| {
+            if let Some(b) = &bar {
+                b.set_position(done)
+            }
+        };
+        let summary = match &map {
+            Some(m) => read_frames_in_memory(m, on_frame, on_progress),
+            None => read_frames(io::stdin(), on_frame, on_progress),
+        }
         .with_context(|| format!("reading {}", path.display()))?;
         if let Some(b) = bar {
             b.finish_and_clear();

@@ -6,6 +6,8 @@
 //! when P is below the floor in `tests/conformance-floor.txt`. Known divergences are
 //! explained in `docs/conformance.md`.
 
+mod common;
+
 use std::collections::HashMap;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -16,15 +18,6 @@ use sha2::Digest;
 use tapline_agent::capture::file::read_frames;
 use tapline_agent::output::eve::{EveOptions, write_transaction};
 use tapline_agent::pipeline::{Pipeline, PipelineConfig};
-
-fn corpus_dir() -> Option<PathBuf> {
-    if let Ok(p) = std::env::var("TAPLINE_CORPUS") {
-        return Some(PathBuf::from(p));
-    }
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).parent()?;
-    let dir = repo.parent()?.join("shared/corpus");
-    dir.is_dir().then_some(dir)
-}
 
 /// Runs one pcap and returns the EVE records as JSON values.
 fn run_case(pcap: &Path, config: PipelineConfig) -> Vec<Value> {
@@ -572,10 +565,7 @@ fn find_pcap(dir: &Path) -> PathBuf {
     entries.sort();
     entries
         .into_iter()
-        .find(|p| {
-            let n = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
-            n.ends_with(".pcap") || n.ends_with(".pcapng") || n.ends_with(".trace")
-        })
+        .find(|p| common::is_capture(p))
         .unwrap_or_else(|| panic!("no pcap in {}", dir.display()))
 }
 
@@ -593,7 +583,7 @@ fn cases(suite: &Path) -> Vec<PathBuf> {
 
 #[test]
 fn conformance() {
-    let Some(corpus) = corpus_dir() else {
+    let Some(corpus) = common::corpus_dir() else {
         eprintln!(
             "\n*** conformance SKIPPED: ../shared/corpus not found (set TAPLINE_CORPUS) ***\n"
         );

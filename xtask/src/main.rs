@@ -1,4 +1,5 @@
-//! Project chores: `cargo xtask gen-pcap`, `cargo xtask demo`, `cargo xtask bench offline`.
+//! Project chores: `cargo xtask gen-pcap`, `cargo xtask demo`, `cargo xtask bench offline`,
+//! `cargo xtask fuzz-seeds`.
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -36,6 +37,12 @@ enum Cmd {
         #[arg(long, default_value_t = 120)]
         megabytes: u64,
     },
+    /// Fill `fuzz/corpus/<target>/` with the committed seeds and inputs derived from
+    /// every capture of `../shared/corpus`, for `cargo fuzz run <target>`.
+    FuzzSeeds {
+        #[arg(long, default_value = "../shared/corpus")]
+        corpus: PathBuf,
+    },
 }
 
 fn main() -> Result<()> {
@@ -54,7 +61,71 @@ fn main() -> Result<()> {
         }
         Cmd::Demo => demo(),
         Cmd::Bench { megabytes, .. } => bench_offline(megabytes),
+        Cmd::FuzzSeeds { corpus } => fuzz_seeds(&corpus),
     }
+}
+
+fn fuzz_seeds(corpus: &Path) -> Result<()> {
+    use std::hash::{DefaultHasher, Hash, Hasher};
+    let out = Path::new("fuzz/corpus");
+    let mut captures = Vec::new();
+    let mut stack = vec![corpus.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).with_context(|| format!("reading {}", d.display()))? {
+            let p = e?.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p
+                .extension()
+                .is_some_and(|x| x == "pcap" || x == "pcapng" || x == "trace")
+            {
+                captures.push(p);
+            }
+        }
+    }
+    let mut counts = [0usize; 4];
+    let targets = ["decode", "reassembly", "http", "capture_file"];
+    for t in targets {
+        std::fs::create_dir_all(out.join(t))?;
+        for e in std::fs::read_dir(Path::new("fuzz/seeds").join(t))? {
+            let p = e?.path();
+            std::fs::copy(&p, out.join(t).join(p.file_name().unwrap_or_default()))?;
+        }
+    }
+    let mut write = |target: usize, data: &[u8]| -> Result<()> {
+        let mut h = DefaultHasher::new();
+        data.hash(&mut h);
+        std::fs::write(
+            out.join(targets[target])
+                .join(format!("{:016x}", h.finish())),
+            data,
+        )?;
+        counts[target] += 1;
+        Ok(())
+    };
+    for c in &captures {
+        let data = std::fs::read(c).with_context(|| format!("reading {}", c.display()))?;
+        if data.len() <= 256 << 10 {
+            write(3, &data)?;
+        }
+        let seeds = tapline_agent::fuzzing::seeds_from_capture(&data, 256);
+        for s in &seeds.decode {
+            write(0, s)?;
+        }
+        for s in &seeds.reassembly {
+            write(1, s)?;
+        }
+        for s in &seeds.http {
+            write(2, s)?;
+        }
+    }
+    for (t, n) in targets.iter().zip(counts) {
+        println!(
+            "fuzz/corpus/{t}: {n} inputs from {} captures",
+            captures.len()
+        );
+    }
+    Ok(())
 }
 
 /// A small deterministic generator (xorshift), so captures are reproducible by seed.

@@ -420,6 +420,11 @@ impl BodyReader {
                     }
                     let line = std::mem::take(&mut self.line);
                     self.chunk_line(&line);
+                    if self.framing == Framing::UntilClose {
+                        // Framing gave up: the rest is body, whatever it looks like.
+                        self.entity(&data[pos..]);
+                        return data.len();
+                    }
                 }
             }
         }

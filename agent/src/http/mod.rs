@@ -66,8 +66,18 @@ bitflags! {
 
 impl Anomaly {
     /// Snake-case names of the set flags, for logs.
-    pub fn names(self) -> impl Iterator<Item = String> {
-        self.iter_names().map(|(n, _)| n.to_ascii_lowercase())
+    pub fn names(self) -> impl Iterator<Item = &'static str> {
+        static NAMES: std::sync::LazyLock<Vec<(Anomaly, String)>> =
+            std::sync::LazyLock::new(|| {
+                Anomaly::all()
+                    .iter_names()
+                    .map(|(n, f)| (f, n.to_ascii_lowercase()))
+                    .collect()
+            });
+        NAMES
+            .iter()
+            .filter(move |(f, _)| self.contains(*f))
+            .map(|(_, n)| n.as_str())
     }
 }
 
@@ -167,6 +177,8 @@ struct Direction {
     ignored_bytes: u64,
     /// Bytes were skipped since the last message head (resynchronisation).
     skipped: bool,
+    /// Resynchronisation is skipping the rest of an overlong line.
+    resync_discard: bool,
 }
 
 impl Direction {
@@ -180,6 +192,7 @@ impl Direction {
             current: None,
             ignored_bytes: 0,
             skipped: false,
+            resync_discard: false,
         }
     }
 
@@ -240,6 +253,17 @@ pub struct HttpConnection {
     /// The server side has sent bytes.
     server_seen: bool,
     pub stats: HttpStats,
+}
+
+/// Whether a complete line starts a message on `side`: a request line (a known method,
+/// or any method token with a target and a version) or a status line.
+fn starts_message(side: Side, line: &[u8]) -> bool {
+    match side {
+        Side::Client => {
+            METHODS.iter().any(|m| line.starts_with(m)) || head::looks_like_request_line(line)
+        }
+        Side::Server => line.starts_with(b"HTTP/1.") || line.starts_with(b"HTTP/0.9"),
+    }
 }
 
 /// Bytes looked at to recognise HTTP when the first line has no end yet.
@@ -380,36 +404,45 @@ impl HttpConnection {
         }
     }
 
+    /// After a gap or an oversized head: skips whole lines until one starts a message.
+    /// The current line is buffered (up to the head limit) so that the decision never
+    /// depends on where TCP cut the bytes.
     fn resync(&mut self, side: Side, data: &[u8]) -> usize {
-        let d = side as usize;
-        let starts = |p: &[u8]| match side {
-            Side::Client => {
-                METHODS.iter().any(|m| p.starts_with(m))
-                    || memchr::memchr(b'\n', p)
-                        .is_some_and(|i| head::looks_like_request_line(&p[..i]))
+        let max = self.config.max_head_bytes;
+        let dir = &mut self.dirs[side as usize];
+        let Some(i) = memchr::memchr(b'\n', data) else {
+            if dir.resync_discard || dir.head_buf.len() + data.len() > max {
+                // Longer than any head: not a message start; skip to its end.
+                dir.ignored_bytes += (dir.head_buf.len() + data.len()) as u64;
+                dir.head_buf.clear();
+                dir.resync_discard = true;
+                dir.skipped = true;
+            } else {
+                dir.head_buf.extend_from_slice(data);
             }
-            Side::Server => p.starts_with(b"HTTP/1.") || p.starts_with(b"HTTP/0.9"),
+            return data.len();
         };
-        let mut pos = 0;
-        let found = loop {
-            if starts(&data[pos..]) {
-                break true;
-            }
-            match memchr::memchr(b'\n', &data[pos..]) {
-                Some(i) if pos + i + 1 < data.len() => pos += i + 1,
-                _ => {
-                    pos = data.len();
-                    break false;
-                }
-            }
+        let prefix = dir.head_buf.len();
+        let line_len = prefix + i + 1;
+        let starts = !dir.resync_discard && line_len <= max && {
+            dir.head_buf.extend_from_slice(&data[..=i]);
+            let found = starts_message(side, &dir.head_buf);
+            dir.head_buf.truncate(prefix);
+            found
         };
-        let dir = &mut self.dirs[d];
-        dir.ignored_bytes += pos as u64;
-        dir.skipped |= pos > 0;
-        if found {
-            dir.reset_head();
+        dir.resync_discard = false;
+        if starts {
+            // The buffered start of the line stays; head parsing reads the rest.
+            dir.state = State::Head {
+                lines: 0,
+                line_start: 0,
+            };
+            return 0;
         }
-        pos
+        dir.ignored_bytes += line_len as u64;
+        dir.skipped = true;
+        dir.head_buf.clear();
+        i + 1
     }
 
     fn head_data(
@@ -457,7 +490,11 @@ impl HttpConnection {
                         Side::Server => head::looks_like_status_line(buf),
                     };
                     if !plausible {
-                        self.not_http();
+                        if side == Side::Client && !self.server_seen {
+                            self.doubtful = true;
+                        } else {
+                            self.not_http();
+                        }
                     }
                 }
                 return pos;
@@ -986,9 +1023,16 @@ impl HttpConnection {
                     self.stats.parse_errors += 1;
                 }
                 self.dirs[d].head_buf.clear();
+                self.dirs[d].resync_discard = false;
                 self.dirs[d].state = State::Resync;
             }
-            State::Tunnel | State::AwaitConnect(_) | State::Resync => {}
+            State::Resync => {
+                // The line being looked at is cut: it cannot start a message.
+                self.dirs[d].ignored_bytes += self.dirs[d].head_buf.len() as u64;
+                self.dirs[d].head_buf.clear();
+                self.dirs[d].resync_discard = true;
+            }
+            State::Tunnel | State::AwaitConnect(_) => {}
         }
         self.emit_done(out);
     }

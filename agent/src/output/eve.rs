@@ -33,13 +33,31 @@ pub fn format_ts(ts: Micros, out: &mut Vec<u8>) {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
-    let _ = write!(
-        out,
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{micros:06}+0000",
-        sod / 3600,
-        sod / 60 % 60,
-        sod % 60
-    );
+    if !(0..=9999).contains(&y) {
+        let _ = write!(
+            out,
+            "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{micros:06}+0000",
+            sod / 3600,
+            sod / 60 % 60,
+            sod % 60
+        );
+        return;
+    }
+    let mut b = *b"0000-00-00T00:00:00.000000+0000";
+    let mut put = |at: usize, width: usize, mut v: i64| {
+        for i in (at..at + width).rev() {
+            b[i] = b'0' + (v % 10) as u8;
+            v /= 10;
+        }
+    };
+    put(0, 4, y);
+    put(5, 2, m);
+    put(8, 2, d);
+    put(11, 2, sod / 3600);
+    put(14, 2, sod / 60 % 60);
+    put(17, 2, sod % 60);
+    put(20, 6, micros);
+    out.extend_from_slice(&b);
 }
 
 /// Writes JSON with the separators handled.
@@ -68,21 +86,78 @@ impl<'a> Obj<'a> {
     }
     fn num(&mut self, k: &str, v: u64) {
         self.key(k);
-        let _ = write!(self.out, "{v}");
+        self.out
+            .extend_from_slice(itoa::Buffer::new().format(v).as_bytes());
     }
-    fn raw(&mut self, k: &str, v: &[u8]) {
+    fn ip(&mut self, k: &str, ip: std::net::IpAddr) {
         self.key(k);
-        self.out.extend_from_slice(v);
+        let _ = write!(self.out, "\"{ip}\"");
     }
     fn close(self) {
         self.out.push(b'}');
     }
 }
 
+/// How each ASCII byte is written in a JSON string: 0 as is, else the escape letter
+/// (`u` for `\u00XX`).
+static ESCAPE: [u8; 128] = {
+    let mut t = [0u8; 128];
+    let mut i = 0;
+    while i < 0x20 {
+        t[i] = b'u';
+        i += 1;
+    }
+    t[0x08] = b'b';
+    t[0x09] = b't';
+    t[0x0a] = b'n';
+    t[0x0c] = b'f';
+    t[0x0d] = b'r';
+    t[b'"' as usize] = b'"';
+    t[b'\\' as usize] = b'\\';
+    t
+};
+
+/// Escapes valid UTF-8 (or ASCII) text into `out`.
+fn escape_into(out: &mut Vec<u8>, v: &[u8]) {
+    let mut start = 0;
+    for (i, &b) in v.iter().enumerate() {
+        let e = if b < 0x80 { ESCAPE[b as usize] } else { 0 };
+        if e == 0 {
+            continue;
+        }
+        out.extend_from_slice(&v[start..i]);
+        if e == b'u' {
+            const HEX: &[u8; 16] = b"0123456789abcdef";
+            out.extend_from_slice(&[
+                b'\\',
+                b'u',
+                b'0',
+                b'0',
+                HEX[(b >> 4) as usize],
+                HEX[(b & 0xf) as usize],
+            ]);
+        } else {
+            out.extend_from_slice(&[b'\\', e]);
+        }
+        start = i + 1;
+    }
+    out.extend_from_slice(&v[start..]);
+}
+
 /// A JSON string from bytes that may not be UTF-8 (invalid sequences become U+FFFD).
 fn write_str(out: &mut Vec<u8>, v: &[u8]) {
-    let s = String::from_utf8_lossy(v);
-    let _ = serde_json::to_writer(&mut *out, s.as_ref());
+    out.push(b'"');
+    if v.is_ascii() {
+        escape_into(out, v);
+    } else {
+        for chunk in v.utf8_chunks() {
+            escape_into(out, chunk.valid().as_bytes());
+            if !chunk.invalid().is_empty() {
+                out.extend_from_slice("\u{fffd}".as_bytes());
+            }
+        }
+    }
+    out.push(b'"');
 }
 
 fn headers(out: &mut Vec<u8>, h: &Head) {
@@ -159,9 +234,9 @@ pub fn write_transaction(out: &mut Vec<u8>, meta: &FlowMeta, tx: &Transaction, o
         let _ = serde_json::to_writer(&mut *o.out, meta.vlan.as_slice());
     }
     o.str("event_type", b"http");
-    o.str("src_ip", meta.client.0.to_string().as_bytes());
+    o.ip("src_ip", meta.client.0);
     o.num("src_port", u64::from(meta.client.1));
-    o.str("dest_ip", meta.server.0.to_string().as_bytes());
+    o.ip("dest_ip", meta.server.0);
     o.num("dest_port", u64::from(meta.server.1));
     o.str("proto", b"TCP");
     o.num("tx_id", tx.tx_id);
@@ -249,17 +324,17 @@ pub fn write_transaction(out: &mut Vec<u8>, meta: &FlowMeta, tx: &Transaction, o
             );
         }
     }
-    let mut names = String::from("[");
+    h.key("anomalies");
+    h.out.push(b'[');
     for (i, n) in tx.anomalies.names().enumerate() {
         if i > 0 {
-            names.push(',');
+            h.out.push(b',');
         }
-        names.push('"');
-        names.push_str(&n);
-        names.push('"');
+        h.out.push(b'"');
+        h.out.extend_from_slice(n.as_bytes());
+        h.out.push(b'"');
     }
-    names.push(']');
-    h.raw("anomalies", names.as_bytes());
+    h.out.push(b']');
     h.close();
     o.close();
     out.push(b'\n');
@@ -268,6 +343,16 @@ pub fn write_transaction(out: &mut Vec<u8>, meta: &FlowMeta, tx: &Transaction, o
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    proptest::proptest! {
+        #[test]
+        fn strings_are_escaped_as_serde_json_does(v in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64)) {
+            let mut got = Vec::new();
+            write_str(&mut got, &v);
+            let want = serde_json::to_vec(String::from_utf8_lossy(&v).as_ref()).unwrap();
+            proptest::prop_assert_eq!(got, want);
+        }
+    }
 
     #[test]
     fn timestamps() {

@@ -138,10 +138,105 @@ impl StreamStats {
     }
 }
 
+/// Data of one side held back until the other side's bytes it acknowledges have been
+/// delivered. Captures (span ports, two mirrored directions) often carry a response
+/// before the request it answers; the ACK number tells the true order.
+struct Held {
+    side: Side,
+    /// The other side's sequence number that must be reached before release.
+    wait_for: u32,
+    since: Micros,
+    bytes: usize,
+    items: std::collections::VecDeque<HeldItem>,
+}
+
+enum HeldItem {
+    Data(Vec<u8>),
+    Gap(u64),
+    Close,
+}
+
+/// Most bytes held per connection, and for how long (packet time), before they are
+/// delivered anyway (the acknowledged bytes were lost from the capture).
+const MAX_HELD_BYTES: usize = 256 << 10;
+const MAX_HOLD: Micros = 1_000_000;
+/// An ACK further ahead than this is not trusted to order anything.
+const MAX_ACK_LEAD: u32 = 1 << 24;
+
+/// Routes a side's chunks to the handler, or into the hold when that side is held.
+struct Router<'a, A: StreamHandler> {
+    handler: &'a mut A,
+    held: &'a mut Option<Held>,
+    ts: Micros,
+    out: &'a mut Vec<A::Output>,
+}
+
+impl<A: StreamHandler> Router<'_, A> {
+    fn chunk(&mut self, side: Side, c: Chunk<'_>) {
+        if let Some(h) = self.held.as_mut()
+            && h.side == side
+        {
+            match c {
+                Chunk::Data(d) => {
+                    h.bytes += d.len();
+                    h.items.push_back(HeldItem::Data(d.to_vec()));
+                }
+                Chunk::Gap(n) => h.items.push_back(HeldItem::Gap(n)),
+            }
+            return;
+        }
+        match c {
+            Chunk::Data(d) => self.handler.data(side, d, self.ts, self.out),
+            Chunk::Gap(n) => self.handler.gap(side, n, self.ts, self.out),
+        }
+    }
+
+    fn close(&mut self, side: Side) {
+        if let Some(h) = self.held.as_mut()
+            && h.side == side
+        {
+            h.items.push_back(HeldItem::Close);
+        } else {
+            self.handler.close(side, self.ts, self.out);
+        }
+    }
+
+    /// Delivers everything held, in order.
+    fn release(&mut self) {
+        let Some(h) = self.held.take() else {
+            return;
+        };
+        for item in h.items {
+            match item {
+                HeldItem::Data(d) => self.handler.data(h.side, &d, self.ts, self.out),
+                HeldItem::Gap(n) => self.handler.gap(h.side, n, self.ts, self.out),
+                HeldItem::Close => self.handler.close(h.side, self.ts, self.out),
+            }
+        }
+    }
+}
+
+/// `side` delivered more: held data of the other side that waited for it goes on.
+fn flow_delivered<A: StreamHandler>(r: &mut Router<'_, A>, streams: &[Stream; 2], side: Side) {
+    if let Some(h) = r.held.as_ref()
+        && h.side != side
+        && !seq_ahead(h.wait_for, streams[side as usize].next_seq())
+    {
+        r.release();
+    }
+}
+
+/// Whether `a` is after `b` in sequence space, by a plausible amount.
+fn seq_ahead(a: u32, b: u32) -> bool {
+    let d = a.wrapping_sub(b);
+    d != 0 && d < MAX_ACK_LEAD
+}
+
 struct Flow<A> {
     meta: FlowMeta,
     streams: [Stream; 2],
     handler: A,
+    held: Option<Held>,
     last_ts: Micros,
     closed: bool,
     rst: bool,
@@ -272,6 +367,7 @@ impl<A: StreamHandler> FlowTable<A> {
                     },
                     streams: [Stream::default(), Stream::default()],
                     handler: make(),
+                    held: None,
                     last_ts: ts,
                     closed: false,
                     rst: false,
@@ -318,8 +414,23 @@ impl<A: StreamHandler> FlowTable<A> {
         let s = side as usize;
         let o = side.other() as usize;
         let Flow {
-            streams, handler, ..
+            streams,
+            handler,
+            held,
+            ..
         } = flow;
+        let mut r = Router {
+            handler,
+            held,
+            ts,
+            out,
+        };
+        if r.held
+            .as_ref()
+            .is_some_and(|h| ts - h.since > MAX_HOLD || h.bytes > MAX_HELD_BYTES)
+        {
+            r.release();
+        }
         let mut seq = seg.seq;
         if seg.flags.syn() {
             seq = seq.wrapping_add(1);
@@ -329,55 +440,85 @@ impl<A: StreamHandler> FlowTable<A> {
                 streams[o].restart(seg.ack);
             }
         }
-        if !seg.payload.is_empty() && !handler.is_done() {
-            let mut deliver = |c: Chunk<'_>| match c {
-                Chunk::Data(d) => handler.data(side, d, ts, out),
-                Chunk::Gap(n) => handler.gap(side, n, ts, out),
-            };
-            streams[s].segment(seq, seg.payload, limits, &mut deliver);
-            flow.delivered = true;
+        if !seg.payload.is_empty() && !r.handler.is_done() {
+            // This side's data acknowledges bytes of the other side not delivered yet:
+            // those come first, so this waits for them.
+            if r.held.is_none()
+                && seg.flags.ack()
+                && streams[o].is_started()
+                && seq_ahead(seg.ack, streams[o].next_seq())
+            {
+                *r.held = Some(Held {
+                    side,
+                    wait_for: seg.ack,
+                    since: ts,
+                    bytes: 0,
+                    items: Default::default(),
+                });
+            }
+            streams[s].segment(seq, seg.payload, limits, &mut |c| r.chunk(side, c));
+            flow_delivered(&mut r, streams, side);
         }
         if seg.flags.ack() && streams[o].pending_bytes() > 0 {
             let side_o = side.other();
-            let mut deliver = |c: Chunk<'_>| match c {
-                Chunk::Data(d) => handler.data(side_o, d, ts, out),
-                Chunk::Gap(n) => handler.gap(side_o, n, ts, out),
-            };
-            streams[o].acked(seg.ack, &mut deliver);
+            streams[o].acked(seg.ack, &mut |c| r.chunk(side_o, c));
+            flow_delivered(&mut r, streams, side_o);
         }
         if seg.flags.fin() {
             streams[s].start(seq);
             streams[s].fin(seq.wrapping_add(seg.payload.len() as u32));
             if streams[s].is_finished() {
-                handler.close(side, ts, out);
+                r.close(side);
             }
         }
         if seg.flags.rst() {
             // Not final: an RST the receiver drops (bad checksum, out of window) is a
             // known evasion, so data after it is still read. The flow now expires on
             // the short closed timeout.
+            r.release();
+            for side in [Side::Client, Side::Server] {
+                streams[side as usize].flush(&mut |c| r.chunk(side, c));
+            }
             flow.rst = true;
-            Self::flush(streams, handler, ts, out);
         } else if streams[0].is_finished() && streams[1].is_finished() {
+            r.release();
             flow.closed = true;
-            handler.finish(ts, out);
+            flow.handler.finish(ts, out);
+        }
+        if !seg.payload.is_empty() {
+            flow.delivered = true;
         }
     }
 
-    fn flush(streams: &mut [Stream; 2], handler: &mut A, ts: Micros, out: &mut Vec<A::Output>) {
+    fn flush(
+        streams: &mut [Stream; 2],
+        handler: &mut A,
+        held: &mut Option<Held>,
+        ts: Micros,
+        out: &mut Vec<A::Output>,
+    ) {
+        let mut r = Router {
+            handler,
+            held,
+            ts,
+            out,
+        };
+        r.release();
         for side in [Side::Client, Side::Server] {
-            let mut deliver = |c: Chunk<'_>| match c {
-                Chunk::Data(d) => handler.data(side, d, ts, out),
-                Chunk::Gap(n) => handler.gap(side, n, ts, out),
-            };
-            streams[side as usize].flush(&mut deliver);
+            streams[side as usize].flush(&mut |c| r.chunk(side, c));
         }
     }
 
     fn end_flow(&mut self, mut f: Flow<A>, ts: Micros, out: &mut Vec<(FlowMeta, A::Output)>) {
         let mut scratch = Vec::new();
         if !f.closed {
-            Self::flush(&mut f.streams, &mut f.handler, ts, &mut scratch);
+            Self::flush(
+                &mut f.streams,
+                &mut f.handler,
+                &mut f.held,
+                ts,
+                &mut scratch,
+            );
             f.handler.close(Side::Client, ts, &mut scratch);
             f.handler.close(Side::Server, ts, &mut scratch);
             f.handler.finish(ts, &mut scratch);

@@ -82,6 +82,11 @@ impl Stream {
         self.started
     }
 
+    /// Sequence number of the next byte to deliver (meaningful once started).
+    pub fn next_seq(&self) -> u32 {
+        self.next_seq
+    }
+
     /// Offset of the next byte to deliver: the number of bytes delivered or skipped.
     pub fn offset(&self) -> u64 {
         self.next_off

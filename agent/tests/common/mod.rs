@@ -1,0 +1,38 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code)]
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+/// `../shared/corpus` next to the repository, or `$TAPLINE_CORPUS`.
+pub fn corpus_dir() -> Option<PathBuf> {
+    if let Ok(p) = std::env::var("TAPLINE_CORPUS") {
+        return Some(PathBuf::from(p));
+    }
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).parent()?;
+    let dir = repo.parent()?.join("shared/corpus");
+    dir.is_dir().then_some(dir)
+}
+
+pub fn is_capture(p: &Path) -> bool {
+    let n = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
+    n.ends_with(".pcap") || n.ends_with(".pcapng") || n.ends_with(".trace")
+}
+
+/// Every capture file under `dir`, sorted.
+pub fn capture_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if is_capture(&p) {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}
