@@ -102,7 +102,12 @@ fn read(args: ReadArgs) -> Result<()> {
         None => Box::new(io::stdout().lock()),
     };
     let mut out = BufWriter::with_capacity(1 << 16, &mut out);
-    let mut pipeline = Pipeline::new(args.tuning.config());
+    let mut config = args.tuning.config();
+    if !args.bodies {
+        // The HTTP log shows no body content: none is kept (sizes are still counted).
+        config.http.body.capture_limit = 0;
+    }
+    let mut pipeline = Pipeline::new(config);
     let opts = EveOptions {
         bodies: args.bodies,
     };
@@ -130,6 +135,8 @@ fn read(args: ReadArgs) -> Result<()> {
             // process while mapped can give garbage frames, which the parsers handle.
             let map = unsafe { memmap2::Mmap::map(&f) }
                 .with_context(|| format!("mapping {}", path.display()))?;
+            // Read once front to back: the kernel reads ahead and drops pages behind.
+            let _ = map.advise(memmap2::Advice::Sequential);
             (Some(map), size)
         };
         let bar = if show_progress && size > 0 {

@@ -431,24 +431,55 @@ fn bench_offline(megabytes: u64) -> Result<()> {
         }
     );
 
+    // The machine is shared: each fast reader runs RUNS times, the best time counts.
+    const RUNS: usize = 5;
     // libpcap: bare iteration, the upper bound for any reader of this file.
-    let start = Instant::now();
-    let mut cap = pcap::Capture::from_file(&pcap)?;
+    let mut t_pcap = f64::MAX;
     let mut n = 0u64;
-    let mut sum = 0u64;
-    while let Ok(p) = cap.next_packet() {
-        n += 1;
-        sum += u64::from(p.data.first().copied().unwrap_or(0));
+    for _ in 0..RUNS {
+        let start = Instant::now();
+        let mut cap = pcap::Capture::from_file(&pcap)?;
+        let mut sum = 0u64;
+        n = 0;
+        while let Ok(p) = cap.next_packet() {
+            n += 1;
+            sum += u64::from(p.data.first().copied().unwrap_or(0));
+        }
+        t_pcap = t_pcap.min(start.elapsed().as_secs_f64());
+        std::hint::black_box(sum);
     }
-    let t_pcap = start.elapsed().as_secs_f64();
-    std::hint::black_box(sum);
 
-    let (t_agent, log) = time_cmd(
-        Command::new("target/release/tapline-agent")
-            .args(["read", "--out", "/dev/stdout"])
-            .arg(&pcap),
-    )?;
-    let agent_txs = log.lines().count() as f64;
+    // The agent formats its full log (every header of every transaction) in both runs;
+    // the first discards it, the second writes it to a file.
+    let log_file = PathBuf::from("target/bench-log.json");
+    let mut t_agent = f64::MAX;
+    let mut t_agent_file = f64::MAX;
+    let mut agent_txs = 0.0;
+    for _ in 0..RUNS {
+        let start = Instant::now();
+        let out = Command::new("target/release/tapline-agent")
+            .args(["read", "--stats", "--out", "/dev/null"])
+            .arg(&pcap)
+            .output()?;
+        t_agent = t_agent.min(start.elapsed().as_secs_f64());
+        if !out.status.success() {
+            bail!("tapline-agent read failed");
+        }
+        agent_txs = String::from_utf8_lossy(&out.stderr)
+            .lines()
+            .find_map(|l| l.strip_prefix("http_transactions"))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .unwrap_or(0.0);
+        let (t, _) = time_cmd(
+            Command::new("target/release/tapline-agent")
+                .args(["read", "--out"])
+                .arg(&log_file)
+                .arg(&pcap),
+        )?;
+        t_agent_file = t_agent_file.min(t);
+    }
+    let log_mb = std::fs::metadata(&log_file).map(|m| m.len()).unwrap_or(0) as f64 / 1e6;
+    let _ = std::fs::remove_file(&log_file);
 
     let tshark = Command::new("tshark")
         .arg("-v")
@@ -491,6 +522,13 @@ fn bench_offline(megabytes: u64) -> Result<()> {
         t_agent,
         mb / t_agent,
         agent_txs / t_agent
+    );
+    println!(
+        "{:<28} {:>10.3} {:>12.0} {:>14.0}",
+        format!("  same, {log_mb:.0} MB log to file"),
+        t_agent_file,
+        mb / t_agent_file,
+        agent_txs / t_agent_file
     );
     if let Some((t, out)) = &tshark_result {
         let lines = out.lines().count() as f64;

@@ -87,26 +87,54 @@ fn line_end(buf: &[u8], start: usize, end: usize) -> usize {
     e
 }
 
-/// Splits `buf` (a complete head, terminator included) into lines without their ends.
-fn lines(buf: &[u8]) -> impl Iterator<Item = Range<usize>> + '_ {
-    let mut pos = 0;
-    std::iter::from_fn(move || {
+/// Splits a complete head (terminator included) into lines without their ends. A bare
+/// CR ends a line too (libhtp and browsers read it so; evaders use it); `bare_cr`
+/// records that one did.
+struct Lines<'a> {
+    buf: &'a [u8],
+    pos: usize,
+    bare_cr: bool,
+}
+
+impl Iterator for Lines<'_> {
+    type Item = Range<usize>;
+    fn next(&mut self) -> Option<Range<usize>> {
+        let (buf, pos) = (self.buf, self.pos);
         if pos >= buf.len() {
             return None;
         }
-        // A bare CR ends a line too (libhtp and browsers read it so; evaders use it).
         let mut end = buf.len();
         for i in memchr::memchr2_iter(b'\n', b'\r', &buf[pos..]) {
             let at = pos + i;
-            if buf[at] == b'\n' || buf.get(at + 1) != Some(&b'\n') {
+            if buf[at] == b'\n' {
                 end = at + 1;
                 break;
             }
+            match buf.get(at + 1) {
+                Some(b'\n') => {
+                    end = at + 2;
+                    break;
+                }
+                // A CR at the very end of an incomplete head is just stripped.
+                None => {}
+                Some(_) => {
+                    self.bare_cr = true;
+                    end = at + 1;
+                    break;
+                }
+            }
         }
-        let r = pos..line_end(buf, pos, end);
-        pos = end;
-        Some(r)
-    })
+        self.pos = end;
+        Some(pos..line_end(buf, pos, end))
+    }
+}
+
+fn lines(buf: &[u8]) -> Lines<'_> {
+    Lines {
+        buf,
+        pos: 0,
+        bare_cr: false,
+    }
 }
 
 fn is_space(b: u8) -> bool {
@@ -202,9 +230,6 @@ pub struct HeadLimits {
 /// Parses a complete head. `buf` holds the start line, the header lines and the empty
 /// line that ends them (absent for HTTP/0.9 requests).
 pub fn parse(mut buf: Vec<u8>, limits: &HeadLimits, anomalies: &mut Anomaly) -> Head {
-    if memchr::memchr_iter(b'\r', &buf).any(|i| i + 1 < buf.len() && buf[i + 1] != b'\n') {
-        *anomalies |= Anomaly::BARE_CR_LINE_END;
-    }
     let mut it = lines(&buf);
     let first = it.next().unwrap_or(0..0);
     let parts = split_start(&buf, first);
@@ -232,9 +257,9 @@ pub fn parse(mut buf: Vec<u8>, limits: &HeadLimits, anomalies: &mut Anomaly) -> 
         start[2] = start[1].clone();
         start[1] = start[1].start..start[1].start;
     }
-    let mut fields: Vec<Field> = Vec::new();
+    let mut fields: Vec<Field> = Vec::with_capacity(16);
     let mut folded: Vec<(usize, Range<usize>)> = Vec::new();
-    for line in it {
+    for line in it.by_ref() {
         if line.is_empty() {
             break;
         }
@@ -271,6 +296,9 @@ pub fn parse(mut buf: Vec<u8>, limits: &HeadLimits, anomalies: &mut Anomaly) -> 
                 });
             }
         }
+    }
+    if it.bare_cr {
+        *anomalies |= Anomaly::BARE_CR_LINE_END;
     }
     // Rebuild folded values at the end of the buffer so each value stays contiguous.
     if !folded.is_empty() {

@@ -469,6 +469,22 @@ impl HttpConnection {
             let State::Head { lines, line_start } = &mut dir.state else {
                 return pos;
             };
+            // Fast path for the header lines: the whole rest of a CRLF head is here.
+            if *lines >= 1
+                && *line_start == dir.head_buf.len()
+                && let Some(k) = memchr::memmem::find(&data[pos..], b"\r\n\r\n")
+                && k + 4 <= max.saturating_sub(dir.head_buf.len())
+                && !data[pos..pos + k + 2].starts_with(b"\r\n")
+                && !data[pos..pos + k + 2].starts_with(b"\n")
+                && memchr::memmem::find(&data[pos..pos + k + 2], b"\n\n").is_none()
+            {
+                let end = pos + k + 4;
+                dir.head_buf.extend_from_slice(&data[pos..end]);
+                *lines += 2;
+                *line_start = dir.head_buf.len();
+                self.head_complete(side, ts, Anomaly::empty(), out);
+                return end;
+            }
             let nl = memchr::memchr(b'\n', &data[pos..]);
             let end = nl.map_or(data.len(), |i| pos + i + 1);
             let room = max.saturating_sub(dir.head_buf.len());
@@ -607,7 +623,14 @@ impl HttpConnection {
         out: &mut Vec<Transaction>,
     ) {
         let d = side as usize;
-        let buf = std::mem::take(&mut self.dirs[d].head_buf);
+        // The head gets an exact-size copy; the line buffer keeps its capacity for the
+        // next message (unless a huge head grew it).
+        let dir = &mut self.dirs[d];
+        let buf = dir.head_buf.clone();
+        dir.head_buf.clear();
+        if dir.head_buf.capacity() > 16 << 10 {
+            dir.head_buf = Vec::new();
+        }
         let mut anomalies = flags;
         if std::mem::take(&mut self.dirs[d].skipped) {
             anomalies |= Anomaly::DATA_SKIPPED;

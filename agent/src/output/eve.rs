@@ -91,7 +91,22 @@ impl<'a> Obj<'a> {
     }
     fn ip(&mut self, k: &str, ip: std::net::IpAddr) {
         self.key(k);
-        let _ = write!(self.out, "\"{ip}\"");
+        match ip {
+            std::net::IpAddr::V4(v4) => {
+                self.out.push(b'"');
+                for (i, o) in v4.octets().into_iter().enumerate() {
+                    if i > 0 {
+                        self.out.push(b'.');
+                    }
+                    self.out
+                        .extend_from_slice(itoa::Buffer::new().format(o).as_bytes());
+                }
+                self.out.push(b'"');
+            }
+            std::net::IpAddr::V6(_) => {
+                let _ = write!(self.out, "\"{ip}\"");
+            }
+        }
     }
     fn close(self) {
         self.out.push(b'}');
@@ -116,6 +131,15 @@ static ESCAPE: [u8; 128] = {
     t[b'\\' as usize] = b'\\';
     t
 };
+
+/// Whether any of 8 bytes needs escaping: a control byte, `"` or `\\` (SWAR test).
+fn word_needs_escape(w: u64) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let has_zero = |x: u64| x.wrapping_sub(ONES) & !x & HIGH;
+    let below_space = w.wrapping_sub(ONES * 0x20) & !w & HIGH;
+    (below_space | has_zero(w ^ (ONES * b'"' as u64)) | has_zero(w ^ (ONES * b'\\' as u64))) != 0
+}
 
 /// Escapes valid UTF-8 (or ASCII) text into `out`.
 fn escape_into(out: &mut Vec<u8>, v: &[u8]) {
@@ -147,29 +171,57 @@ fn escape_into(out: &mut Vec<u8>, v: &[u8]) {
 /// A JSON string from bytes that may not be UTF-8 (invalid sequences become U+FFFD).
 fn write_str(out: &mut Vec<u8>, v: &[u8]) {
     out.push(b'"');
-    if v.is_ascii() {
-        escape_into(out, v);
+    write_str_body(out, v);
+    out.push(b'"');
+}
+
+/// The inside of a JSON string: plain ASCII runs are copied a word at a time.
+fn write_str_body(out: &mut Vec<u8>, v: &[u8]) {
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let mut clean = 0;
+    while clean + 8 <= v.len() {
+        let w = u64::from_le_bytes(v[clean..clean + 8].try_into().unwrap_or([0xff; 8]));
+        if w & HIGH != 0 || word_needs_escape(w) {
+            break;
+        }
+        clean += 8;
+    }
+    let rest = &v[clean..];
+    if rest.len() < 8 {
+        // The tail, padded to a word with a harmless byte.
+        let mut w = [b'a'; 8];
+        w[..rest.len()].copy_from_slice(rest);
+        let w = u64::from_le_bytes(w);
+        if w & HIGH == 0 && !word_needs_escape(w) {
+            out.extend_from_slice(v);
+            return;
+        }
+    }
+    out.extend_from_slice(&v[..clean]);
+    if rest.is_ascii() {
+        escape_into(out, rest);
     } else {
-        for chunk in v.utf8_chunks() {
+        for chunk in rest.utf8_chunks() {
             escape_into(out, chunk.valid().as_bytes());
             if !chunk.invalid().is_empty() {
                 out.extend_from_slice("\u{fffd}".as_bytes());
             }
         }
     }
-    out.push(b'"');
 }
 
 fn headers(out: &mut Vec<u8>, h: &Head) {
     out.push(b'[');
     for (i, (n, v)) in h.iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        let mut o = Obj::open(out);
-        o.str("name", n);
-        o.str("value", v);
-        o.close();
+        out.extend_from_slice(if i > 0 {
+            b",{\"name\":\""
+        } else {
+            b"{\"name\":\""
+        });
+        write_str_body(out, n);
+        out.extend_from_slice(b"\",\"value\":\"");
+        write_str_body(out, v);
+        out.extend_from_slice(b"\"}");
     }
     out.push(b']');
 }
