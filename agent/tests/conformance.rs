@@ -121,7 +121,18 @@ fn header_block(tx: &Value, which: &str) -> String {
     s
 }
 
-fn contains(hay: &[u8], needle: &str, nocase: bool) -> bool {
+/// Whether `hay` holds the needle, or every needle of a list.
+fn contains(hay: &[u8], needle: &Value, nocase: bool) -> bool {
+    match needle {
+        Value::String(n) => contains_one(hay, n, nocase),
+        Value::Array(all) => all
+            .iter()
+            .all(|n| n.as_str().is_some_and(|n| contains_one(hay, n, nocase))),
+        _ => false,
+    }
+}
+
+fn contains_one(hay: &[u8], needle: &str, nocase: bool) -> bool {
     let n = needle.as_bytes();
     if n.is_empty() {
         return true;
@@ -228,29 +239,17 @@ fn suricata_tx_matches(tx: &Value, line: &serde_json::Map<String, Value>) -> boo
         .unwrap_or(false);
     for (k, v) in line {
         let ok = match k.as_str() {
-            "_request_body_contains" => contains(
-                &body(tx, "http_request_body"),
-                v.as_str().unwrap_or(""),
-                nocase,
-            ),
-            "_response_body_contains" => contains(
-                &body(tx, "http_response_body"),
-                v.as_str().unwrap_or(""),
-                nocase,
-            ),
-            "_request_headers_contain" => contains(
-                header_block(tx, "request_headers").as_bytes(),
-                v.as_str().unwrap_or(""),
-                nocase,
-            ),
-            "_response_headers_contain" => contains(
-                header_block(tx, "response_headers").as_bytes(),
-                v.as_str().unwrap_or(""),
-                nocase,
-            ),
+            "_request_body_contains" => contains(&body(tx, "http_request_body"), v, nocase),
+            "_response_body_contains" => contains(&body(tx, "http_response_body"), v, nocase),
+            "_request_headers_contain" => {
+                contains(header_block(tx, "request_headers").as_bytes(), v, nocase)
+            }
+            "_response_headers_contain" => {
+                contains(header_block(tx, "response_headers").as_bytes(), v, nocase)
+            }
             "url__contains" => contains(
                 tx["http"]["url"].as_str().unwrap_or("").as_bytes(),
-                v.as_str().unwrap_or(""),
+                v,
                 nocase,
             ),
             k if k.starts_with('_') => true,

@@ -77,6 +77,14 @@ pub enum Coding {
 
 impl Coding {
     fn from_token(t: &[u8]) -> Option<Option<Coding>> {
+        // NUL bytes inside a token are ignored, as libhtp does ("gz\0ip" is gzip).
+        let owned: Vec<u8>;
+        let t = if t.contains(&0) {
+            owned = t.iter().copied().filter(|&b| b != 0).collect();
+            &owned
+        } else {
+            t
+        };
         let t = super::head::trim(t);
         if t.eq_ignore_ascii_case(b"gzip") || t.eq_ignore_ascii_case(b"x-gzip") {
             Some(Some(Coding::Gzip))
@@ -241,6 +249,14 @@ impl Write for Tap {
     }
 }
 
+/// The decoding layers of one body and the sink at their end.
+struct DecoderChain {
+    chain: Box<dyn Write>,
+    sink: Rc<RefCell<Sink>>,
+    /// Set by a decoding layer that gave up and passed its bytes through.
+    passthrough: Rc<Cell<bool>>,
+}
+
 /// Body limits from the HTTP configuration.
 #[derive(Debug, Clone, Copy)]
 pub struct BodyLimits {
@@ -255,10 +271,9 @@ pub struct BodyReader {
     /// Partial chunk-size or trailer line.
     line: Vec<u8>,
     remaining: u64,
-    decoder: Option<Box<dyn Write>>,
-    /// Set by a decoding layer that gave up and passed its bytes through.
-    passthrough: Rc<Cell<bool>>,
-    sink: Rc<RefCell<Sink>>,
+    /// Content decoding, when the body has a coding; otherwise bytes go to `sink`.
+    decoder: Option<DecoderChain>,
+    sink: Sink,
     decode_failed: bool,
     /// End the body at a bad chunk-size line instead of reading on until close.
     pub end_on_invalid_chunk: bool,
@@ -271,16 +286,20 @@ const MAX_CHUNK_LINE: usize = 1024;
 
 impl BodyReader {
     pub fn new(framing: Framing, codings: &[Coding], limits: BodyLimits) -> Self {
-        let sink = Rc::new(RefCell::new(Sink {
+        let sink = Sink {
             decoded: 0,
             captured: Vec::new(),
             capture_limit: limits.capture_limit,
             max_decoded: limits.max_decoded,
-        }));
-        let mut w: Option<Box<dyn Write>> = None;
-        let passthrough = Rc::new(Cell::new(false));
+        };
+        let mut decoder = None;
         if !codings.is_empty() {
-            let mut chain: Box<dyn Write> = Box::new(SharedSink(sink.clone()));
+            let shared = Rc::new(RefCell::new(Sink {
+                captured: Vec::new(),
+                ..sink
+            }));
+            let passthrough = Rc::new(Cell::new(false));
+            let mut chain: Box<dyn Write> = Box::new(SharedSink(shared.clone()));
             // The last coding applied is undone first, so it wraps the outermost writer.
             for c in codings {
                 let inner = Rc::new(RefCell::new(chain));
@@ -309,7 +328,11 @@ impl BodyReader {
                     passthrough: passthrough.clone(),
                 });
             }
-            w = Some(chain);
+            decoder = Some(DecoderChain {
+                chain,
+                sink: shared,
+                passthrough,
+            });
         }
         let remaining = match framing {
             Framing::Length(n) => n,
@@ -320,8 +343,7 @@ impl BodyReader {
             chunk: ChunkState::Size,
             line: Vec::new(),
             remaining,
-            decoder: w,
-            passthrough,
+            decoder,
             sink,
             decode_failed: false,
             end_on_invalid_chunk: false,
@@ -348,11 +370,10 @@ impl BodyReader {
         self.info.transferred += data.len() as u64;
         match &mut self.decoder {
             None => {
-                let mut s = self.sink.borrow_mut();
-                let _ = s.write(data);
+                let _ = self.sink.write(data);
             }
             Some(d) if !self.decode_failed => {
-                if let Err(e) = d.write_all(data) {
+                if let Err(e) = d.chain.write_all(data) {
                     self.decode_failed = true;
                     self.anomalies |= if e.to_string() == "decoded size limit" {
                         Anomaly::DECODED_SIZE_LIMIT
@@ -522,22 +543,30 @@ impl BodyReader {
 
     /// Ends the body (stream closed or message cut short); takes what was decoded.
     pub fn finish(&mut self, closed: bool) -> BodyInfo {
-        if let Some(mut d) = self.decoder.take() {
+        if let Some(DecoderChain {
+            mut chain,
+            sink,
+            passthrough,
+        }) = self.decoder.take()
+        {
             if !self.decode_failed {
-                let _ = d.flush();
+                let _ = chain.flush();
             }
-            drop(d);
-        }
-        if self.passthrough.get() {
-            self.anomalies |= Anomaly::ENCODING_PASSTHROUGH;
+            // Dropping the chain finishes the decoders, which write their last bytes.
+            drop(chain);
+            if passthrough.get() {
+                self.anomalies |= Anomaly::ENCODING_PASSTHROUGH;
+            }
+            let mut shared = sink.borrow_mut();
+            self.sink.decoded = shared.decoded;
+            self.sink.captured = std::mem::take(&mut shared.captured);
         }
         if closed && self.framing == Framing::UntilClose {
             self.info.complete = true;
         }
-        let mut sink = self.sink.borrow_mut();
-        self.info.decoded = sink.decoded;
+        self.info.decoded = self.sink.decoded;
         let mut info = std::mem::take(&mut self.info);
-        info.captured = std::mem::take(&mut sink.captured);
+        info.captured = std::mem::take(&mut self.sink.captured);
         info
     }
 }

@@ -223,6 +223,21 @@ pub fn is_valid_request_line(h: &Head) -> bool {
         && (!h.part(1).is_empty() || !h.part(2).is_empty())
 }
 
+/// Whether a line is a `Transfer-Encoding`, `Content-Length` or `Content-Encoding` field.
+fn is_framing_field(line: &[u8]) -> bool {
+    let Some(colon) = memchr::memchr(b':', line) else {
+        return false;
+    };
+    let name = trim(&line[..colon]);
+    [
+        &b"transfer-encoding"[..],
+        b"content-length",
+        b"content-encoding",
+    ]
+    .iter()
+    .any(|n| name.eq_ignore_ascii_case(n))
+}
+
 pub struct HeadLimits {
     pub max_fields: usize,
 }
@@ -264,9 +279,13 @@ pub fn parse(mut buf: Vec<u8>, limits: &HeadLimits, anomalies: &mut Anomaly) -> 
             break;
         }
         if is_space(buf[line.start]) {
-            // obs-fold: continuation of the previous field's value.
+            // obs-fold: continuation of the previous field's value, unless it is itself a
+            // framing header: an indented "Transfer-Encoding: chunked" still frames the
+            // body for lenient readers (libhtp), so an evader cannot hide it this way.
             *anomalies |= Anomaly::OBSOLETE_LINE_FOLDING;
-            if let Some(last) = fields.len().checked_sub(1) {
+            if let Some(last) = fields.len().checked_sub(1)
+                && !is_framing_field(&buf[line.clone()])
+            {
                 folded.push((last, line));
                 continue;
             }

@@ -266,6 +266,12 @@ fn starts_message(side: Side, line: &[u8]) -> bool {
     }
 }
 
+/// The end of a head: a line end followed by an empty CRLF line, or by a bare LF.
+static HEAD_END: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+    std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"\n\r\n"));
+static BARE_HEAD_END: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+    std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"\n\n"));
+
 /// Bytes looked at to recognise HTTP when the first line has no end yet.
 const DETECT_WINDOW: usize = 1024;
 
@@ -469,16 +475,17 @@ impl HttpConnection {
             let State::Head { lines, line_start } = &mut dir.state else {
                 return pos;
             };
-            // Fast path for the header lines: the whole rest of a CRLF head is here.
+            // Fast path for the header lines: the rest of the head, up to its empty line
+            // (LF CRLF, or LF LF), is all here.
             if *lines >= 1
                 && *line_start == dir.head_buf.len()
-                && let Some(k) = memchr::memmem::find(&data[pos..], b"\r\n\r\n")
-                && k + 4 <= max.saturating_sub(dir.head_buf.len())
-                && !data[pos..pos + k + 2].starts_with(b"\r\n")
-                && !data[pos..pos + k + 2].starts_with(b"\n")
-                && memchr::memmem::find(&data[pos..pos + k + 2], b"\n\n").is_none()
+                && let Some(k) = HEAD_END.find(&data[pos..])
+                && k + 3 <= max.saturating_sub(dir.head_buf.len())
+                && !data[pos..].starts_with(b"\r\n")
+                && !data[pos..].starts_with(b"\n")
+                && BARE_HEAD_END.find(&data[pos..pos + k + 1]).is_none()
             {
-                let end = pos + k + 4;
+                let end = pos + k + 3;
                 dir.head_buf.extend_from_slice(&data[pos..end]);
                 *lines += 2;
                 *line_start = dir.head_buf.len();
@@ -701,9 +708,14 @@ impl HttpConnection {
         // "chunked, identity" is a smuggling attempt, and reading the chunks keeps the
         // request that follows them a request.
         for v in head.headers("transfer-encoding") {
-            let has = v
-                .split(|&b| b == b',')
-                .any(|t| head::trim(t).eq_ignore_ascii_case(b"chunked"));
+            // NUL bytes are ignored and "chunked" counts inside a longer token, as libhtp
+            // reads it: "chu\0nked" and "xchunked" are evasions of a chunked body.
+            let clean: Vec<u8> = v
+                .iter()
+                .filter(|&&b| b != 0)
+                .map(u8::to_ascii_lowercase)
+                .collect();
+            let has = memchr::memmem::find(&clean, b"chunked").is_some();
             chunked |= has;
             if !has || head::trim(v).len() != 7 {
                 *anomalies |= Anomaly::ABNORMAL_TRANSFER_ENCODING;
@@ -1070,11 +1082,21 @@ impl HttpConnection {
         }
         match &self.dirs[d].state {
             State::Body(_) => self.end_body(side, true, ts),
-            State::Head { .. } if !self.dirs[d].head_buf.is_empty() => {
+            State::Head { lines, .. } if !self.dirs[d].head_buf.is_empty() => {
+                let first_line_only = *lines == 0;
                 let buf = &self.dirs[d].head_buf;
                 let blank = buf.iter().all(|b| b.is_ascii_whitespace());
                 if blank {
                     self.dirs[d].head_buf.clear();
+                } else if side == Side::Server
+                    && first_line_only
+                    && !head::looks_like_status_line(buf)
+                {
+                    // A reply that never had a status line, ended by the close: it is
+                    // all body (HTTP/0.9 style).
+                    let first = std::mem::take(&mut self.dirs[d].head_buf);
+                    self.response_without_status_line(ts, &first, out);
+                    self.end_body(side, true, ts);
                 } else {
                     self.head_complete(side, ts, Anomaly::INCOMPLETE_HEAD, out);
                     // A body that framing expects after an incomplete head cannot come.

@@ -282,3 +282,34 @@ fn resync_after_a_gap_finds_any_request_line_and_flags_the_skip() {
     assert_eq!(c.stats.parse_errors, 1);
     assert_eq!(c.ignored_bytes(), 19);
 }
+
+#[test]
+fn obfuscated_framing_headers_still_frame_the_body() {
+    let chunked = b"4\r\nabcd\r\n0\r\n\r\n";
+    for te in [
+        &b"Transfer-Encoding: xchunked\r\n"[..],
+        b"Transfer-Encoding: chu\x00nked\r\n",
+        b"Connection: close\r\n Transfer-Encoding: chunked\r\n",
+    ] {
+        let mut resp = b"HTTP/1.1 200 OK\r\n".to_vec();
+        resp.extend_from_slice(te);
+        resp.extend_from_slice(b"\r\n");
+        resp.extend_from_slice(chunked);
+        let (out, _) = exchange(b"GET / HTTP/1.1\r\n\r\n", &resp);
+        assert_eq!(out[0].response_body.captured, b"abcd", "{te:?}");
+    }
+    let mut resp = b"HTTP/1.1 200 OK\r\nContent-Encoding: gz\x00ip\r\nContent-Length: ".to_vec();
+    let body = gzip(b"hidden");
+    resp.extend_from_slice(format!("{}\r\n\r\n", body.len()).as_bytes());
+    resp.extend_from_slice(&body);
+    let (out, _) = exchange(b"GET / HTTP/1.1\r\n\r\n", &resp);
+    assert_eq!(out[0].response_body.captured, b"hidden");
+}
+
+#[test]
+fn a_reply_without_status_line_ended_by_close_is_a_body() {
+    let (out, _) = exchange(b"GET /f HTTP/1.1\r\n\r\n", b"raw bytes with no line end");
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].response_body.captured, b"raw bytes with no line end");
+    assert!(out[0].anomalies.contains(Anomaly::RESPONSE_NOT_STATUS_LINE));
+}

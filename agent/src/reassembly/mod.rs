@@ -277,6 +277,8 @@ pub struct FlowTable<A: StreamHandler> {
     pub stats: FlowStats,
     /// The handlers' counters, summed as connections end.
     pub handler_totals: A::Totals,
+    /// Outputs of the segment being handled, kept to reuse its allocation.
+    scratch: Vec<A::Output>,
 }
 
 impl<A: StreamHandler> FlowTable<A> {
@@ -287,6 +289,7 @@ impl<A: StreamHandler> FlowTable<A> {
             last_sweep: i64::MIN,
             stats: FlowStats::default(),
             handler_totals: A::Totals::default(),
+            scratch: Vec::new(),
         }
     }
 
@@ -397,10 +400,11 @@ impl<A: StreamHandler> FlowTable<A> {
             flow.streams.swap(0, 1);
             side = Side::Server;
         }
-        let mut scratch = Vec::new();
+        let mut scratch = std::mem::take(&mut self.scratch);
         Self::apply(flow, side, seg, &limits, &mut scratch);
         let meta = flow.meta;
-        out.extend(scratch.into_iter().map(|o| (meta, o)));
+        out.extend(scratch.drain(..).map(|o| (meta, o)));
+        self.scratch = scratch;
     }
 
     fn apply(
