@@ -4,7 +4,9 @@
 //! The parsing core (decode, reassembly, http) does no I/O: bytes in, records out.
 
 pub mod capture;
+pub mod config;
 pub mod decode;
+pub mod extract;
 pub mod fuzzing;
 pub mod http;
 pub mod output;

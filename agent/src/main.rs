@@ -9,7 +9,10 @@ use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use tapline_agent::capture::file::{Frame, read_frames, read_frames_in_memory};
+use tapline_agent::config::AgentConfig;
 use tapline_agent::decode::Decoder;
+use tapline_agent::extract::Extractor;
+use tapline_agent::extract::redact::Redactor;
 use tapline_agent::output::eve::{EveOptions, write_transaction};
 use tapline_agent::pipeline::{Pipeline, PipelineConfig};
 
@@ -40,8 +43,25 @@ struct ReadArgs {
     /// Print end-of-run counters to standard error.
     #[arg(long)]
     stats: bool,
+    /// What to write: `http` (the EVE transaction log) or `events` (the events the agent
+    /// ships, as JSON lines).
+    #[arg(long, value_enum, default_value_t = LogKind::Http)]
+    log: LogKind,
+    /// Agent configuration (TOML): extraction rules, fingerprint key, trusted proxies.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Log credentials (authorization, cookies, API keys, secret parameters) as sent
+    /// instead of as fingerprints. For forensics on the node only.
+    #[arg(long)]
+    no_redact: bool,
     #[command(flatten)]
     tuning: Tuning,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogKind {
+    Http,
+    Events,
 }
 
 /// Data-path settings shared by every capture source.
@@ -102,20 +122,44 @@ fn read(args: ReadArgs) -> Result<()> {
         None => Box::new(io::stdout().lock()),
     };
     let mut out = BufWriter::with_capacity(1 << 16, &mut out);
+    let agent_config = match &args.config {
+        Some(p) => AgentConfig::load(p)?,
+        None => AgentConfig::default(),
+    };
+    let mut extractor =
+        Extractor::new(agent_config.extract.clone()).context("in the [extract] configuration")?;
+    if extractor.fingerprinter().ephemeral && args.log == LogKind::Events {
+        eprintln!(
+            "note: no [extract] fingerprint_key configured: fingerprints are keyed with a random key and differ between runs and nodes"
+        );
+    }
+    let redactor = Redactor::new(extractor.config(), extractor.fingerprinter().clone());
     let mut config = args.tuning.config();
-    if !args.bodies {
+    if !args.bodies && args.log == LogKind::Http {
         // The HTTP log shows no body content: none is kept (sizes are still counted).
         config.http.body.capture_limit = 0;
     }
     let mut pipeline = Pipeline::new(config);
     let opts = EveOptions {
         bodies: args.bodies,
+        redact: (!args.no_redact).then_some(&redactor),
     };
     let mut line = Vec::with_capacity(4096);
     let mut write_err: Option<io::Error> = None;
+    let log = args.log;
     let mut sink = |meta: &_, tx: _| {
         line.clear();
-        write_transaction(&mut line, meta, &tx, &opts);
+        match log {
+            LogKind::Http => write_transaction(&mut line, meta, &tx, &opts),
+            LogKind::Events => {
+                let Some(event) = extractor.event(meta, &tx) else {
+                    return;
+                };
+                if serde_json::to_writer(&mut line, &event).is_ok() {
+                    line.push(b'\n');
+                }
+            }
+        }
         if write_err.is_none()
             && let Err(e) = out.write_all(&line)
         {
@@ -188,6 +232,9 @@ fn read(args: ReadArgs) -> Result<()> {
                 truncated_files
             )
         );
+        if args.log == LogKind::Events {
+            eprint!("{}", tapline_agent::stats::render_extract(&extractor.stats));
+        }
     }
     Ok(())
 }

@@ -45,3 +45,22 @@ pub fn render(p: &PipelineStats, f: &FlowStats, file_truncated: u64) -> String {
     line("capture_files_truncated", file_truncated);
     s
 }
+
+/// The extraction stage's counters, as `name value` lines.
+pub fn render_extract(x: &crate::extract::ExtractStats) -> String {
+    let mut s = String::new();
+    let mut line = |k: &str, v: u64| {
+        let _ = writeln!(s, "{k:<40} {v}");
+    };
+    line("events", x.events);
+    line("extract_jwt_verified", x.jwt_verified);
+    line("extract_jwt_unverified", x.jwt_unverified);
+    line("extract_jwt_bad_signature", x.jwt_bad_signature);
+    line("extract_jwt_malformed", x.jwt_malformed);
+    line("extract_json_truncated", x.json_truncated);
+    line("extract_json_too_deep", x.json_too_deep);
+    line("extract_json_malformed", x.json_malformed);
+    line("extract_capped_events", x.capped);
+    line("extract_template_overflow", x.template_overflow);
+    s
+}

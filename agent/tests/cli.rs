@@ -22,6 +22,7 @@ fn reads_a_file_and_stdin_alike() {
     };
     let out = agent()
         .arg("read")
+        .arg("--no-redact")
         .arg("--stats")
         .arg(&pcap)
         .output()
@@ -45,7 +46,7 @@ fn reads_a_file_and_stdin_alike() {
     );
 
     let mut child = agent()
-        .args(["read", "-"])
+        .args(["read", "--no-redact", "-"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()

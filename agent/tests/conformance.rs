@@ -24,7 +24,10 @@ fn run_case(pcap: &Path, config: PipelineConfig) -> Vec<Value> {
     let file = fs::File::open(pcap).unwrap_or_else(|e| panic!("{}: {e}", pcap.display()));
     let mut p = Pipeline::new(config);
     let mut lines = Vec::new();
-    let opts = EveOptions { bodies: true };
+    let opts = EveOptions {
+        bodies: true,
+        redact: None,
+    };
     let mut sink = |m: &_, tx: _| {
         let mut buf = Vec::new();
         write_transaction(&mut buf, m, &tx, &opts);

@@ -17,6 +17,8 @@ fn read(capture: &Path) -> String {
     let out = Command::new(env!("CARGO_BIN_EXE_tapline-agent"))
         .arg("read")
         .arg("--bodies")
+        .arg("--config")
+        .arg(dir().join("agent.toml"))
         .arg(capture)
         .output()
         .unwrap();

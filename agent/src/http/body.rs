@@ -174,56 +174,50 @@ impl Write for SharedSink {
     }
 }
 
-/// Bytes a layer keeps until its decoder first produces output, to pass them through
-/// if the coding turns out never to have been applied.
-const MAX_HELD: usize = 4096;
-
-/// One content-decoding layer. When its input fails to decode before it produced a
-/// single byte, the server labelled a coding it never applied (or stacked one label
-/// too many): the bytes pass through unchanged, as libhtp does, so that a false label
-/// cannot hide a body.
+/// One content-decoding layer. A gzip layer whose input does not start with the gzip
+/// magic was never gzip-encoded (a false or doubled `Content-Encoding` label): its bytes
+/// pass through unchanged, as libhtp does, so a false label cannot hide a body. The
+/// decision rests on the first input bytes only, never on how TCP cut them.
 struct Layer {
     dec: Option<Box<dyn Write>>,
     inner: Rc<RefCell<Box<dyn Write>>>,
-    produced: Rc<Cell<bool>>,
-    held: Vec<u8>,
-    held_lost: bool,
+    /// The signature the input must start with; `None` once decided (or for codings
+    /// without one).
+    magic: Option<&'static [u8]>,
+    head: Vec<u8>,
     passthrough: Rc<Cell<bool>>,
 }
 
 impl Write for Layer {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let Some(dec) = &mut self.dec else {
-            self.inner.borrow_mut().write_all(buf)?;
-            return Ok(buf.len());
-        };
-        let fresh = !self.produced.get();
-        if fresh && !self.held_lost {
-            if self.held.len() + buf.len() <= MAX_HELD {
-                self.held.extend_from_slice(buf);
-            } else {
-                self.held_lost = true;
-                self.held = Vec::new();
+        let mut rest = buf;
+        if let Some(magic) = self.magic {
+            let take = (magic.len() - self.head.len()).min(rest.len());
+            self.head.extend_from_slice(&rest[..take]);
+            rest = &rest[take..];
+            if self.head.len() < magic.len() {
+                return Ok(buf.len());
             }
-        }
-        match dec.write_all(buf) {
-            Ok(()) => {
-                if self.produced.get() && !self.held.is_empty() {
-                    self.held = Vec::new();
-                }
-                Ok(buf.len())
-            }
-            Err(_) if fresh && !self.produced.get() && !self.held_lost => {
+            self.magic = None;
+            let head = std::mem::take(&mut self.head);
+            if head != magic {
                 self.dec = None;
                 self.passthrough.set(true);
-                let held = std::mem::take(&mut self.held);
-                self.inner.borrow_mut().write_all(&held)?;
-                Ok(buf.len())
             }
-            Err(e) => Err(e),
+            self.forward(&head)?;
         }
+        self.forward(rest)?;
+        Ok(buf.len())
     }
     fn flush(&mut self) -> io::Result<()> {
+        if self.magic.is_some() && !self.head.is_empty() {
+            // Fewer bytes than the signature: they are not the coding either.
+            self.magic = None;
+            self.dec = None;
+            self.passthrough.set(true);
+            let head = std::mem::take(&mut self.head);
+            self.forward(&head)?;
+        }
         match &mut self.dec {
             Some(d) => d.flush(),
             None => Ok(()),
@@ -231,21 +225,27 @@ impl Write for Layer {
     }
 }
 
-/// The writer under a decoder: records that it produced output.
-struct Tap {
-    inner: Rc<RefCell<Box<dyn Write>>>,
-    produced: Rc<Cell<bool>>,
+impl Layer {
+    fn forward(&mut self, data: &[u8]) -> io::Result<()> {
+        if data.is_empty() {
+            return Ok(());
+        }
+        match &mut self.dec {
+            Some(d) => d.write_all(data),
+            None => self.inner.borrow_mut().write_all(data),
+        }
+    }
 }
 
-impl Write for Tap {
+/// A writer shared by a layer and the decoder under it.
+struct Shared(Rc<RefCell<Box<dyn Write>>>);
+
+impl Write for Shared {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        if !buf.is_empty() {
-            self.produced.set(true);
-        }
-        self.inner.borrow_mut().write(buf)
+        self.0.borrow_mut().write(buf)
     }
     fn flush(&mut self) -> io::Result<()> {
-        self.inner.borrow_mut().flush()
+        self.0.borrow_mut().flush()
     }
 }
 
@@ -253,7 +253,7 @@ impl Write for Tap {
 struct DecoderChain {
     chain: Box<dyn Write>,
     sink: Rc<RefCell<Sink>>,
-    /// Set by a decoding layer that gave up and passed its bytes through.
+    /// Set by a layer whose coding was never applied (its bytes passed through).
     passthrough: Rc<Cell<bool>>,
 }
 
@@ -303,28 +303,23 @@ impl BodyReader {
             // The last coding applied is undone first, so it wraps the outermost writer.
             for c in codings {
                 let inner = Rc::new(RefCell::new(chain));
-                let produced = Rc::new(Cell::new(false));
-                let tap = Tap {
-                    inner: inner.clone(),
-                    produced: produced.clone(),
-                };
+                let shared = Shared(inner.clone());
                 let dec: Box<dyn Write> = match c {
-                    Coding::Gzip => Box::new(flate2::write::MultiGzDecoder::new(tap)),
+                    Coding::Gzip => Box::new(flate2::write::MultiGzDecoder::new(shared)),
                     Coding::Deflate => Box::new(AutoDeflate {
-                        inner: Some(tap),
+                        inner: Some(shared),
                         dec: None,
                         head: Vec::new(),
                     }),
                     Coding::Brotli => {
-                        Box::new(brotli_decompressor::DecompressorWriter::new(tap, 4096))
+                        Box::new(brotli_decompressor::DecompressorWriter::new(shared, 4096))
                     }
                 };
                 chain = Box::new(Layer {
                     dec: Some(dec),
                     inner,
-                    produced,
-                    held: Vec::new(),
-                    held_lost: false,
+                    magic: (*c == Coding::Gzip).then_some(&b"\x1f\x8b"[..]),
+                    head: Vec::new(),
                     passthrough: passthrough.clone(),
                 });
             }

@@ -1087,7 +1087,7 @@ impl HttpConnection {
                 let buf = &self.dirs[d].head_buf;
                 let blank = buf.iter().all(|b| b.is_ascii_whitespace());
                 if blank {
-                    self.dirs[d].head_buf.clear();
+                    self.dirs[d].reset_head();
                 } else if side == Side::Server
                     && first_line_only
                     && !head::looks_like_status_line(buf)

@@ -7,14 +7,18 @@ use std::io::Write;
 use base64::Engine;
 
 use crate::decode::Micros;
+use crate::extract::redact::Redactor;
 use crate::http::{Head, Transaction, head};
 use crate::reassembly::FlowMeta;
 
 /// Options of the log.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct EveOptions {
+pub struct EveOptions<'a> {
     /// Add the captured (decoded, bounded) bodies, base64-encoded.
     pub bodies: bool,
+    /// Replace credentials (authorization, cookies, API keys, secret query parameters)
+    /// by their fingerprints.
+    pub redact: Option<&'a Redactor>,
 }
 
 /// Formats a timestamp as EVE does: `2024-01-31T12:00:00.123456+0000`.
@@ -210,7 +214,7 @@ fn write_str_body(out: &mut Vec<u8>, v: &[u8]) {
     }
 }
 
-fn headers(out: &mut Vec<u8>, h: &Head) {
+fn headers(out: &mut Vec<u8>, h: &Head, redact: Option<&Redactor>) {
     out.push(b'[');
     for (i, (n, v)) in h.iter().enumerate() {
         out.extend_from_slice(if i > 0 {
@@ -220,7 +224,10 @@ fn headers(out: &mut Vec<u8>, h: &Head) {
         });
         write_str_body(out, n);
         out.extend_from_slice(b"\",\"value\":\"");
-        write_str_body(out, v);
+        match redact.and_then(|r| r.header(n, v)) {
+            Some(r) => write_str_body(out, r.as_bytes()),
+            None => write_str_body(out, v),
+        }
         out.extend_from_slice(b"\"}");
     }
     out.push(b']');
@@ -301,7 +308,10 @@ pub fn write_transaction(out: &mut Vec<u8>, meta: &FlowMeta, tx: &Transaction, o
                 h.num("http_port", u64::from(p));
             }
         }
-        h.str("url", req.part(1));
+        match opts.redact.and_then(|r| r.target(req.part(1))) {
+            Some(t) => h.str("url", &t),
+            None => h.str("url", req.part(1)),
+        }
         if let Some(ua) = req.header("user-agent") {
             h.str("http_user_agent", ua);
         }
@@ -355,11 +365,11 @@ pub fn write_transaction(out: &mut Vec<u8>, meta: &FlowMeta, tx: &Transaction, o
     }
     if let Some(req) = &tx.request {
         h.key("request_headers");
-        headers(h.out, req);
+        headers(h.out, req, opts.redact);
     }
     if let Some(resp) = &tx.response {
         h.key("response_headers");
-        headers(h.out, resp);
+        headers(h.out, resp, opts.redact);
     }
     if opts.bodies {
         let b64 = base64::engine::general_purpose::STANDARD;

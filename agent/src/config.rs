@@ -1,0 +1,72 @@
+//! The agent's configuration file (TOML). Every setting has a default, so the file only
+//! holds what differs; unknown keys are errors, so a typo is not silently ignored.
+//!
+//! ```toml
+//! [agent]
+//! id = "node-7"
+//!
+//! [extract]
+//! fingerprint_key = "shared secret of the fleet"
+//! trusted_proxies = ["10.9.0.0/24"]
+//! jwt_keys = [{ secret = "hs256 secret" }]
+//! ```
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::extract::ExtractConfig;
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AgentConfig {
+    pub agent: AgentSection,
+    pub extract: ExtractConfig,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AgentSection {
+    /// The node's name in events (default: the host name).
+    pub id: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigFileError {
+    #[error("cannot read {0}: {1}")]
+    Read(PathBuf, std::io::Error),
+    #[error("{0}: {1}")]
+    Parse(PathBuf, toml::de::Error),
+}
+
+impl AgentConfig {
+    pub fn load(path: &Path) -> Result<Self, ConfigFileError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigFileError::Read(path.to_path_buf(), e))?;
+        toml::from_str(&text).map_err(|e| ConfigFileError::Parse(path.to_path_buf(), e))
+    }
+
+    /// The node id: configured, else the host name.
+    pub fn agent_id(&self) -> String {
+        self.agent.id.clone().unwrap_or_else(|| {
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|h| h.trim().to_string())
+                .unwrap_or_else(|_| "unknown".to_string())
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partial_files_and_typos() {
+        let c: AgentConfig =
+            toml::from_str("[extract]\nhint_chars = 0\njwt_keys = [{ secret = \"s\" }]\n").unwrap();
+        assert_eq!(c.extract.hint_chars, 0);
+        assert_eq!(c.extract.jwt_keys.len(), 1);
+        assert!(!c.extract.session_cookies.is_empty(), "defaults stay");
+        assert!(toml::from_str::<AgentConfig>("[extract]\nhint_chrs = 1\n").is_err());
+    }
+}

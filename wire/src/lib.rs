@@ -1,0 +1,141 @@
+//! Tapline's wire format: the event schema and the framing of event batches between
+//! agents and collectors.
+//!
+//! Agents and collectors are upgraded at different times, so every batch names its
+//! format version and a reader keeps a decoder for every version it ever accepted
+//! ([`v1`] today). A batch carries events of one agent with a per-agent sequence number
+//! (so the collector sees loss and duplicates), interns every repeated string, address,
+//! flow and actor once per batch, and is deflate-compressed.
+//!
+//! ```text
+//! frame   = length:u32le  header  body
+//! header  = "TPLW"  version:u16le  flags:u16le
+//! body    = (deflate when flags & 1) postcard(BatchV<version>)
+//! ```
+//!
+//! Encoding and decoding do no I/O: bytes in, batches out, `Ok(None)` when a frame is
+//! not complete yet.
+
+pub mod event;
+pub mod v1;
+
+pub use event::{Actor, ActorKind, Endpoint, Entity, EntitySource, Event, Owner};
+
+use std::io::Read;
+
+/// Start of every batch header.
+pub const MAGIC: [u8; 4] = *b"TPLW";
+/// The version this build writes.
+pub const CURRENT_VERSION: u16 = 1;
+/// Versions this build reads.
+pub const READABLE_VERSIONS: &[u16] = &[1];
+/// The body is deflate-compressed.
+pub const FLAG_DEFLATE: u16 = 1;
+/// Largest frame (compressed) and body (decompressed) a reader accepts.
+pub const MAX_FRAME: usize = 16 << 20;
+pub const MAX_BODY: usize = 64 << 20;
+/// Most events in one batch.
+pub const MAX_EVENTS: usize = 1 << 20;
+
+const HEADER: usize = 8;
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum WireError {
+    #[error("not a Tapline batch (bad magic)")]
+    BadMagic,
+    #[error("batch format version {0} is not supported (this build reads {READABLE_VERSIONS:?})")]
+    UnsupportedVersion(u16),
+    #[error("frame of {0} bytes exceeds the limit")]
+    TooLarge(usize),
+    #[error("frame shorter than its header")]
+    Truncated,
+    #[error("body does not decompress")]
+    Decompress,
+    #[error("body does not decode: {0}")]
+    Decode(String),
+    #[error("body refers to a missing table entry")]
+    BadIndex,
+    #[error("batch holds more than {MAX_EVENTS} events")]
+    TooManyEvents,
+}
+
+/// A batch of one agent's events.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Batch {
+    /// The agent (node) that produced the events.
+    pub agent: String,
+    /// Per-agent sequence number, incremented for every batch.
+    pub seq: u64,
+    pub events: Vec<Event>,
+}
+
+/// Encodes a batch as one frame (length prefix included) in the current version.
+pub fn encode(batch: &Batch) -> Vec<u8> {
+    encode_with(batch, true)
+}
+
+/// Encodes a batch, compressed or not (uncompressed frames are for measurement and tests).
+pub fn encode_with(batch: &Batch, compress: bool) -> Vec<u8> {
+    let body = v1::encode_body(batch);
+    let (flags, body) = if compress {
+        let mut e = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::new(6));
+        std::io::Write::write_all(&mut e, &body).expect("writing to a Vec cannot fail");
+        (
+            FLAG_DEFLATE,
+            e.finish().expect("writing to a Vec cannot fail"),
+        )
+    } else {
+        (0, body)
+    };
+    let mut out = Vec::with_capacity(4 + HEADER + body.len());
+    out.extend_from_slice(&((HEADER + body.len()) as u32).to_le_bytes());
+    out.extend_from_slice(&MAGIC);
+    out.extend_from_slice(&CURRENT_VERSION.to_le_bytes());
+    out.extend_from_slice(&flags.to_le_bytes());
+    out.extend_from_slice(&body);
+    out
+}
+
+/// Decodes the first frame of `buf`: `Ok(None)` while it is incomplete, else the batch and
+/// the number of bytes it took.
+pub fn decode(buf: &[u8]) -> Result<Option<(Batch, usize)>, WireError> {
+    let Some(len) = buf.get(..4) else {
+        return Ok(None);
+    };
+    let len = u32::from_le_bytes([len[0], len[1], len[2], len[3]]) as usize;
+    if len > MAX_FRAME {
+        return Err(WireError::TooLarge(len));
+    }
+    if len < HEADER {
+        return Err(WireError::Truncated);
+    }
+    let Some(frame) = buf.get(4..4 + len) else {
+        return Ok(None);
+    };
+    if frame[..4] != MAGIC {
+        return Err(WireError::BadMagic);
+    }
+    let version = u16::from_le_bytes([frame[4], frame[5]]);
+    let flags = u16::from_le_bytes([frame[6], frame[7]]);
+    let raw = &frame[HEADER..];
+    let inflated;
+    let body = if flags & FLAG_DEFLATE != 0 {
+        let mut out = Vec::new();
+        flate2::read::DeflateDecoder::new(raw)
+            .take(MAX_BODY as u64 + 1)
+            .read_to_end(&mut out)
+            .map_err(|_| WireError::Decompress)?;
+        if out.len() > MAX_BODY {
+            return Err(WireError::TooLarge(out.len()));
+        }
+        inflated = out;
+        &inflated[..]
+    } else {
+        raw
+    };
+    let batch = match version {
+        1 => v1::decode_body(body)?,
+        v => return Err(WireError::UnsupportedVersion(v)),
+    };
+    Ok(Some((batch, 4 + len)))
+}

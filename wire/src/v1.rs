@@ -1,0 +1,281 @@
+//! Batch format version 1. Frozen: once released, this module only changes to fix
+//! decoding bugs, so batches of agents that write version 1 stay readable forever.
+//!
+//! Every string, address, flow and actor is stored once per batch in a table and events
+//! refer to it by index; timestamps are deltas from the previous event. The body is
+//! postcard (varint integers, length-prefixed sequences).
+
+use std::collections::HashMap;
+use std::hash::Hash;
+use std::net::IpAddr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::event::{Actor, ActorKind, Endpoint, Entity, EntitySource, Event, Owner};
+use crate::{Batch, MAX_EVENTS, WireError};
+
+#[derive(Debug, Serialize, Deserialize)]
+struct BodyV1 {
+    agent: String,
+    seq: u64,
+    strings: Vec<String>,
+    addrs: Vec<Addr>,
+    flows: Vec<FlowV1>,
+    actors: Vec<ActorV1>,
+    events: Vec<EventV1>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+enum Addr {
+    V4([u8; 4]),
+    V6([u8; 16]),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+struct FlowV1 {
+    id: u64,
+    client: u32,
+    client_port: u16,
+    server: u32,
+    server_port: u16,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+struct ActorV1 {
+    kind: u8,
+    fingerprint: Option<[u8; 8]>,
+    value: Option<u32>,
+    hint: Option<u32>,
+    claims: Vec<(u32, u32)>,
+    verified: Option<bool>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct EventV1 {
+    /// Microseconds since the previous event (the first: since the epoch).
+    dt: i64,
+    flow: u32,
+    method: u32,
+    endpoint: u32,
+    host: Option<u32>,
+    status: Option<u16>,
+    request_bytes: u64,
+    response_bytes: u64,
+    latency_us: Option<u64>,
+    actors: Vec<u32>,
+    entities: Vec<(u32, u32, u8)>,
+    owners: Vec<(u32, u32)>,
+    user_agent: Option<u32>,
+    anomalies: Vec<u32>,
+}
+
+/// Assigns each distinct value an index, in first-seen order.
+struct Table<T> {
+    index: HashMap<T, u32>,
+    items: Vec<T>,
+}
+
+impl<T: Clone + Eq + Hash> Table<T> {
+    fn new() -> Self {
+        Table {
+            index: HashMap::new(),
+            items: Vec::new(),
+        }
+    }
+
+    fn id(&mut self, v: &T) -> u32 {
+        if let Some(&i) = self.index.get(v) {
+            return i;
+        }
+        let i = self.items.len() as u32;
+        self.index.insert(v.clone(), i);
+        self.items.push(v.clone());
+        i
+    }
+}
+
+impl Table<String> {
+    fn str(&mut self, s: &str) -> u32 {
+        if let Some(&i) = self.index.get(s) {
+            return i;
+        }
+        self.id(&s.to_string())
+    }
+}
+
+fn addr(ip: IpAddr) -> Addr {
+    match ip {
+        IpAddr::V4(v4) => Addr::V4(v4.octets()),
+        IpAddr::V6(v6) => Addr::V6(v6.octets()),
+    }
+}
+
+pub(crate) fn encode_body(batch: &Batch) -> Vec<u8> {
+    let mut strings: Table<String> = Table::new();
+    let mut addrs: Table<Addr> = Table::new();
+    let mut flows: Table<FlowV1> = Table::new();
+    let mut actors: Table<ActorV1> = Table::new();
+    let mut events = Vec::with_capacity(batch.events.len());
+    let mut prev_ts = 0i64;
+    for e in &batch.events {
+        let flow = FlowV1 {
+            id: e.flow_id,
+            client: addrs.id(&addr(e.client.ip)),
+            client_port: e.client.port,
+            server: addrs.id(&addr(e.server.ip)),
+            server_port: e.server.port,
+        };
+        let actor_ids = e
+            .actors
+            .iter()
+            .map(|a| {
+                let v = ActorV1 {
+                    kind: a.kind.code(),
+                    fingerprint: a.fingerprint.map(u64::to_le_bytes),
+                    value: a.value.as_deref().map(|s| strings.str(s)),
+                    hint: a.hint.as_deref().map(|s| strings.str(s)),
+                    claims: a
+                        .claims
+                        .iter()
+                        .map(|(k, v)| (strings.str(k), strings.str(v)))
+                        .collect(),
+                    verified: a.verified,
+                };
+                actors.id(&v)
+            })
+            .collect();
+        events.push(EventV1 {
+            dt: e.ts_us.wrapping_sub(prev_ts),
+            flow: flows.id(&flow),
+            method: strings.str(&e.method),
+            endpoint: strings.str(&e.endpoint),
+            host: e.host.as_deref().map(|s| strings.str(s)),
+            status: e.status,
+            request_bytes: e.request_bytes,
+            response_bytes: e.response_bytes,
+            latency_us: e.latency_us,
+            actors: actor_ids,
+            entities: e
+                .entities
+                .iter()
+                .map(|en| (strings.str(&en.kind), strings.str(&en.id), en.source.code()))
+                .collect(),
+            owners: e
+                .owners
+                .iter()
+                .map(|o| (strings.str(&o.field), strings.str(&o.value)))
+                .collect(),
+            user_agent: e.user_agent.as_deref().map(|s| strings.str(s)),
+            anomalies: e.anomalies.iter().map(|a| strings.str(a)).collect(),
+        });
+        prev_ts = e.ts_us;
+    }
+    let body = BodyV1 {
+        agent: batch.agent.clone(),
+        seq: batch.seq,
+        strings: strings.items,
+        addrs: addrs.items,
+        flows: flows.items,
+        actors: actors.items,
+        events,
+    };
+    postcard::to_stdvec(&body).expect("serializing to a Vec cannot fail")
+}
+
+fn get<T>(items: &[T], i: u32) -> Result<&T, WireError> {
+    items.get(i as usize).ok_or(WireError::BadIndex)
+}
+
+pub(crate) fn decode_body(body: &[u8]) -> Result<Batch, WireError> {
+    let b: BodyV1 = postcard::from_bytes(body).map_err(|e| WireError::Decode(e.to_string()))?;
+    if b.events.len() > MAX_EVENTS {
+        return Err(WireError::TooManyEvents);
+    }
+    let s = |i: u32| get(&b.strings, i).cloned();
+    let ip = |i: u32| -> Result<IpAddr, WireError> {
+        Ok(match *get(&b.addrs, i)? {
+            Addr::V4(o) => IpAddr::from(o),
+            Addr::V6(o) => IpAddr::from(o),
+        })
+    };
+    let actors: Vec<Actor> = b
+        .actors
+        .iter()
+        .map(|a| {
+            Ok(Actor {
+                kind: ActorKind::from_code(a.kind).ok_or(WireError::BadIndex)?,
+                fingerprint: a.fingerprint.map(u64::from_le_bytes),
+                value: a.value.map(s).transpose()?,
+                hint: a.hint.map(s).transpose()?,
+                claims: a
+                    .claims
+                    .iter()
+                    .map(|&(k, v)| Ok((s(k)?, s(v)?)))
+                    .collect::<Result<_, WireError>>()?,
+                verified: a.verified,
+            })
+        })
+        .collect::<Result<_, WireError>>()?;
+    let mut ts = 0i64;
+    let mut events = Vec::with_capacity(b.events.len());
+    for e in &b.events {
+        ts = ts.wrapping_add(e.dt);
+        let f = get(&b.flows, e.flow)?;
+        events.push(Event {
+            ts_us: ts,
+            flow_id: f.id,
+            client: Endpoint {
+                ip: ip(f.client)?,
+                port: f.client_port,
+            },
+            server: Endpoint {
+                ip: ip(f.server)?,
+                port: f.server_port,
+            },
+            method: s(e.method)?,
+            endpoint: s(e.endpoint)?,
+            host: e.host.map(s).transpose()?,
+            status: e.status,
+            request_bytes: e.request_bytes,
+            response_bytes: e.response_bytes,
+            latency_us: e.latency_us,
+            actors: e
+                .actors
+                .iter()
+                .map(|&i| get(&actors, i).cloned())
+                .collect::<Result<_, _>>()?,
+            entities: e
+                .entities
+                .iter()
+                .map(|&(k, id, src)| {
+                    Ok(Entity {
+                        kind: s(k)?,
+                        id: s(id)?,
+                        source: EntitySource::from_code(src).ok_or(WireError::BadIndex)?,
+                    })
+                })
+                .collect::<Result<_, WireError>>()?,
+            owners: e
+                .owners
+                .iter()
+                .map(|&(f, v)| {
+                    Ok(Owner {
+                        field: s(f)?,
+                        value: s(v)?,
+                    })
+                })
+                .collect::<Result<_, WireError>>()?,
+            user_agent: e.user_agent.map(s).transpose()?,
+            anomalies: e
+                .anomalies
+                .iter()
+                .map(|&a| s(a))
+                .collect::<Result<_, _>>()?,
+        });
+    }
+    Ok(Batch {
+        agent: b.agent,
+        seq: b.seq,
+        events,
+    })
+}
