@@ -386,3 +386,50 @@ pub fn seeds_from_capture(file: &[u8], max_per_target: usize) -> Seeds {
         .collect();
     seeds
 }
+
+/// A bearer token through the JWT reader, with and without a verification key.
+pub fn jwt(data: &[u8]) {
+    let token = String::from_utf8_lossy(data);
+    let keys = [crate::extract::JwtKey {
+        kid: None,
+        secret: "k".into(),
+    }];
+    for keys in [&keys[..], &[]] {
+        if let Ok(j) = crate::extract::jwt::parse(&token, keys) {
+            for v in j.claims.values() {
+                if let Some(t) = crate::extract::jwt::claim_text(v) {
+                    assert!(t.len() <= crate::extract::jwt::MAX_CLAIM);
+                }
+            }
+        }
+    }
+}
+
+/// A body through the JSON field scan: every reported key and value lies inside the
+/// input, in order.
+pub fn json_scan(data: &[u8]) {
+    let range = data.as_ptr_range();
+    let mut last = data.as_ptr();
+    crate::extract::json_scan::scan(data, |k, v| {
+        for part in [k, v] {
+            let r = part.as_ptr_range();
+            assert!(range.start <= r.start && r.end <= range.end);
+        }
+        assert!(k.as_ptr() >= last);
+        last = v.as_ptr();
+        true
+    });
+}
+
+/// Paths (one per line) through one endpoint templater with a small table: the table
+/// stays bounded and a template never grows past its path.
+pub fn template(data: &[u8]) {
+    let mut t = crate::extract::template::Templater::new(16, 4);
+    for line in data.split(|&b| b == b'\n') {
+        let path = String::from_utf8_lossy(line);
+        let got = t.template(&path);
+        assert!(got.template.starts_with('/'));
+        assert!(t.len() <= 16);
+        assert!(got.params.len() <= crate::extract::template::MAX_SEGMENTS);
+    }
+}

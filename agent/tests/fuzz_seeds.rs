@@ -17,6 +17,9 @@ const TARGETS: &[(&str, Target)] = &[
     ("reassembly", fuzzing::reassembly),
     ("http", fuzzing::http),
     ("capture_file", fuzzing::capture_file),
+    ("jwt", fuzzing::jwt),
+    ("json_scan", fuzzing::json_scan),
+    ("template", fuzzing::template),
 ];
 
 #[test]

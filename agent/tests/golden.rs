@@ -14,9 +14,13 @@ fn dir() -> PathBuf {
 }
 
 fn read(capture: &Path) -> String {
+    run(capture, &["--bodies"])
+}
+
+fn run(capture: &Path, args: &[&str]) -> String {
     let out = Command::new(env!("CARGO_BIN_EXE_tapline-agent"))
         .arg("read")
-        .arg("--bodies")
+        .args(args)
         .arg("--config")
         .arg(dir().join("agent.toml"))
         .arg(capture)
@@ -85,4 +89,32 @@ fn encapsulation_reordering_and_fragments_change_nothing() {
         .cloned()
         .collect();
     assert_eq!(http_objects(&read(&dir().join("fragmented-sll.pcap"))), v4);
+}
+
+/// The events of the loopback capture: templates, the JWT's claims, entities, and no
+/// credential in clear.
+#[test]
+fn events_match_their_golden_log() {
+    let capture = dir().join("lo-curl.pcapng");
+    let golden = dir().join("lo-curl.pcapng.events.jsonl");
+    let got = run(&capture, &["--log", "events"]);
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        std::fs::write(&golden, &got).unwrap();
+    }
+    assert_eq!(got, std::fs::read_to_string(&golden).unwrap());
+    let events: Vec<Value> = got
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(events.len(), 7);
+    assert_eq!(
+        events[1]["endpoint"],
+        "/v1/customers/{customer}/invoices/{invoice}"
+    );
+    assert_eq!(events[1]["actors"][0]["kind"], "jwt");
+    assert_eq!(events[1]["actors"][0]["claims"][0][1], "user-42");
+    assert!(
+        !got.contains("eyJhbGciOiJub25lIn0"),
+        "the token never appears"
+    );
 }
