@@ -22,7 +22,139 @@ struct BodyV1 {
     addrs: Vec<Addr>,
     flows: Vec<FlowV1>,
     actors: Vec<ActorV1>,
-    events: Vec<EventV1>,
+    events: Columns,
+}
+
+/// The events column by column: values of one field sit together, which compresses far
+/// better than event after event.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Columns {
+    dt: Vec<i64>,
+    flow: Vec<u32>,
+    method: Vec<u32>,
+    endpoint: Vec<u32>,
+    host: Vec<Option<u32>>,
+    status: Vec<Option<u16>>,
+    request_bytes: Vec<u64>,
+    response_bytes: Vec<u64>,
+    latency_us: Vec<Option<u64>>,
+    actors: Vec<Vec<u32>>,
+    entities: Vec<Vec<(u32, u32, u8)>>,
+    owners: Vec<Vec<(u32, u32)>>,
+    user_agent: Vec<Option<u32>>,
+    anomalies: Vec<Vec<u32>>,
+}
+
+impl Columns {
+    fn push(&mut self, e: EventV1) {
+        self.dt.push(e.dt);
+        self.flow.push(e.flow);
+        self.method.push(e.method);
+        self.endpoint.push(e.endpoint);
+        self.host.push(e.host);
+        self.status.push(e.status);
+        self.request_bytes.push(e.request_bytes);
+        self.response_bytes.push(e.response_bytes);
+        self.latency_us.push(e.latency_us);
+        self.actors.push(e.actors);
+        self.entities.push(e.entities);
+        self.owners.push(e.owners);
+        self.user_agent.push(e.user_agent);
+        self.anomalies.push(e.anomalies);
+    }
+
+    fn into_events(self) -> Result<Vec<EventV1>, WireError> {
+        let n = self.dt.len();
+        let lens = [
+            self.flow.len(),
+            self.method.len(),
+            self.endpoint.len(),
+            self.host.len(),
+            self.status.len(),
+            self.request_bytes.len(),
+            self.response_bytes.len(),
+            self.latency_us.len(),
+            self.actors.len(),
+            self.entities.len(),
+            self.owners.len(),
+            self.user_agent.len(),
+            self.anomalies.len(),
+        ];
+        if lens.iter().any(|&l| l != n) {
+            return Err(WireError::Decode("columns of different lengths".into()));
+        }
+        if n > MAX_EVENTS {
+            return Err(WireError::TooManyEvents);
+        }
+        let mut cols = (
+            self.flow.into_iter(),
+            self.method.into_iter(),
+            self.endpoint.into_iter(),
+            self.host.into_iter(),
+            self.status.into_iter(),
+            self.request_bytes.into_iter(),
+            self.response_bytes.into_iter(),
+            self.latency_us.into_iter(),
+            self.actors.into_iter(),
+            self.entities.into_iter(),
+            self.owners.into_iter(),
+            self.user_agent.into_iter(),
+            self.anomalies.into_iter(),
+        );
+        let mut out = Vec::with_capacity(n);
+        for dt in self.dt {
+            // Lengths were checked: every column has a value here.
+            let (
+                Some(flow),
+                Some(method),
+                Some(endpoint),
+                Some(host),
+                Some(status),
+                Some(request_bytes),
+                Some(response_bytes),
+                Some(latency_us),
+                Some(actors),
+                Some(entities),
+                Some(owners),
+                Some(user_agent),
+                Some(anomalies),
+            ) = (
+                cols.0.next(),
+                cols.1.next(),
+                cols.2.next(),
+                cols.3.next(),
+                cols.4.next(),
+                cols.5.next(),
+                cols.6.next(),
+                cols.7.next(),
+                cols.8.next(),
+                cols.9.next(),
+                cols.10.next(),
+                cols.11.next(),
+                cols.12.next(),
+            )
+            else {
+                return Err(WireError::Decode("short column".into()));
+            };
+            out.push(EventV1 {
+                dt,
+                flow,
+                method,
+                endpoint,
+                host,
+                status,
+                request_bytes,
+                response_bytes,
+                latency_us,
+                actors,
+                entities,
+                owners,
+                user_agent,
+                anomalies,
+            });
+        }
+        Ok(out)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -50,7 +182,8 @@ struct ActorV1 {
     verified: Option<bool>,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+/// One event's values, indices into the batch tables.
+#[derive(Debug)]
 struct EventV1 {
     /// Microseconds since the previous event (the first: since the epoch).
     dt: i64,
@@ -115,7 +248,7 @@ pub(crate) fn encode_body(batch: &Batch) -> Vec<u8> {
     let mut addrs: Table<Addr> = Table::new();
     let mut flows: Table<FlowV1> = Table::new();
     let mut actors: Table<ActorV1> = Table::new();
-    let mut events = Vec::with_capacity(batch.events.len());
+    let mut events = Columns::default();
     let mut prev_ts = 0i64;
     for e in &batch.events {
         let flow = FlowV1 {
@@ -187,10 +320,9 @@ fn get<T>(items: &[T], i: u32) -> Result<&T, WireError> {
 }
 
 pub(crate) fn decode_body(body: &[u8]) -> Result<Batch, WireError> {
-    let b: BodyV1 = postcard::from_bytes(body).map_err(|e| WireError::Decode(e.to_string()))?;
-    if b.events.len() > MAX_EVENTS {
-        return Err(WireError::TooManyEvents);
-    }
+    let mut b: BodyV1 = postcard::from_bytes(body).map_err(|e| WireError::Decode(e.to_string()))?;
+    let columns = std::mem::take(&mut b.events);
+    let rows = columns.into_events()?;
     let s = |i: u32| get(&b.strings, i).cloned();
     let ip = |i: u32| -> Result<IpAddr, WireError> {
         Ok(match *get(&b.addrs, i)? {
@@ -217,8 +349,8 @@ pub(crate) fn decode_body(body: &[u8]) -> Result<Batch, WireError> {
         })
         .collect::<Result<_, WireError>>()?;
     let mut ts = 0i64;
-    let mut events = Vec::with_capacity(b.events.len());
-    for e in &b.events {
+    let mut events = Vec::with_capacity(rows.len());
+    for e in &rows {
         ts = ts.wrapping_add(e.dt);
         let f = get(&b.flows, e.flow)?;
         events.push(Event {

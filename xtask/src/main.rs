@@ -1,5 +1,5 @@
 //! Project chores: `cargo xtask gen-pcap`, `cargo xtask demo`, `cargo xtask bench offline`,
-//! `cargo xtask fuzz-seeds`.
+//! `cargo xtask fuzz-seeds`, `cargo xtask gen-traffic`.
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -7,8 +7,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
+mod bench_events;
+
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
+use tapline_traffic::pcap::{ACK, FIN_ACK, MSS, PSH_ACK, PcapWriter, Rng, SYN};
 
 #[derive(Parser)]
 struct Cli {
@@ -28,11 +31,26 @@ enum Cmd {
         #[arg(long, default_value_t = 1)]
         seed: u64,
     },
+    /// Write a pcap of days of realistic multi-tenant API traffic (daily and weekly
+    /// rhythm, logins, sessions, JWTs, API keys), and `<out>.secrets` listing every
+    /// credential it carries, one per line.
+    GenTraffic {
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        #[arg(long, default_value_t = 7)]
+        days: u32,
+        #[arg(long, default_value = "target/traffic.pcap")]
+        out: PathBuf,
+        /// Multiplies the request rates.
+        #[arg(long, default_value_t = 1.0)]
+        scale: f64,
+    },
     /// Build the agent, generate a sample capture and show what the agent makes of it.
     Demo,
-    /// Benchmarks; `offline` compares libpcap iteration, tapline-agent read and tshark.
+    /// Benchmarks: `offline` compares libpcap iteration, tapline-agent read and tshark;
+    /// `events` measures extraction (events/s) and bytes per event on the wire.
     Bench {
-        #[arg(value_parser = ["offline"])]
+        #[arg(value_parser = ["offline", "events"])]
         which: String,
         #[arg(long, default_value_t = 120)]
         megabytes: u64,
@@ -59,7 +77,34 @@ fn main() -> Result<()> {
             );
             Ok(())
         }
+        Cmd::GenTraffic {
+            seed,
+            days,
+            out,
+            scale,
+        } => {
+            let s = tapline_traffic::gen_traffic(&out, seed, days, scale)?;
+            println!(
+                "wrote {}: {} transactions, {} connections, {} packets, {} bytes; {} secrets in {}",
+                out.display(),
+                s.transactions,
+                s.connections,
+                s.packets,
+                s.bytes,
+                s.secrets,
+                s.secrets_path.display()
+            );
+            Ok(())
+        }
         Cmd::Demo => demo(),
+        Cmd::Bench { which, megabytes } if which == "events" => {
+            let _ = megabytes;
+            let pcap = PathBuf::from("target/traffic.pcap");
+            if !pcap.exists() {
+                tapline_traffic::gen_traffic(&pcap, 1, 7, 1.0)?;
+            }
+            bench_events::run(&pcap, Some(Path::new("traffic/agent.toml")))
+        }
         Cmd::Bench { megabytes, .. } => bench_offline(megabytes),
         Cmd::FuzzSeeds { corpus } => fuzz_seeds(&corpus),
     }
@@ -128,93 +173,6 @@ fn fuzz_seeds(corpus: &Path) -> Result<()> {
     Ok(())
 }
 
-/// A small deterministic generator (xorshift), so captures are reproducible by seed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-}
-
-struct PcapWriter<W: Write> {
-    w: W,
-    bytes: u64,
-}
-
-impl<W: Write> PcapWriter<W> {
-    fn new(mut w: W) -> Result<Self> {
-        w.write_all(&0xa1b2_c3d4u32.to_le_bytes())?;
-        w.write_all(&2u16.to_le_bytes())?;
-        w.write_all(&4u16.to_le_bytes())?;
-        w.write_all(&[0; 8])?;
-        w.write_all(&65_535u32.to_le_bytes())?;
-        w.write_all(&1u32.to_le_bytes())?;
-        Ok(PcapWriter { w, bytes: 24 })
-    }
-
-    /// Writes an Ethernet/IPv4/TCP frame.
-    #[allow(clippy::too_many_arguments)]
-    fn tcp(
-        &mut self,
-        ts_us: u64,
-        src: [u8; 4],
-        dst: [u8; 4],
-        sport: u16,
-        dport: u16,
-        seq: u32,
-        ack: u32,
-        flags: u8,
-        payload: &[u8],
-    ) -> Result<()> {
-        let mut f = Vec::with_capacity(54 + payload.len());
-        f.extend_from_slice(&[0x02, 0, 0, 0, 0, 2, 0x02, 0, 0, 0, 0, 1, 0x08, 0x00]);
-        let total = (20 + 20 + payload.len()) as u16;
-        let mut ip = [
-            0x45, 0, 0, 0, 0, 0, 0x40, 0, 64, 6, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-        ];
-        ip[2..4].copy_from_slice(&total.to_be_bytes());
-        ip[12..16].copy_from_slice(&src);
-        ip[16..20].copy_from_slice(&dst);
-        let mut sum: u32 = 0;
-        for c in ip.chunks(2) {
-            sum += u32::from(u16::from_be_bytes([c[0], c[1]]));
-        }
-        while sum > 0xffff {
-            sum = (sum & 0xffff) + (sum >> 16);
-        }
-        ip[10..12].copy_from_slice(&(!(sum as u16)).to_be_bytes());
-        f.extend_from_slice(&ip);
-        f.extend_from_slice(&sport.to_be_bytes());
-        f.extend_from_slice(&dport.to_be_bytes());
-        f.extend_from_slice(&seq.to_be_bytes());
-        f.extend_from_slice(&ack.to_be_bytes());
-        f.extend_from_slice(&[0x50, flags, 0xff, 0xff, 0, 0, 0, 0]);
-        f.extend_from_slice(payload);
-        self.w
-            .write_all(&((ts_us / 1_000_000) as u32).to_le_bytes())?;
-        self.w
-            .write_all(&((ts_us % 1_000_000) as u32).to_le_bytes())?;
-        self.w.write_all(&(f.len() as u32).to_le_bytes())?;
-        self.w.write_all(&(f.len() as u32).to_le_bytes())?;
-        self.w.write_all(&f)?;
-        self.bytes += 16 + f.len() as u64;
-        Ok(())
-    }
-}
-
-const SYN: u8 = 0x02;
-const ACK: u8 = 0x10;
-const PSH_ACK: u8 = 0x18;
-const FIN_ACK: u8 = 0x11;
-const MSS: usize = 1448;
-
 fn json_body(rng: &mut Rng, tenant: u64, items: usize) -> String {
     let mut s = String::from("{\"data\":[");
     for i in 0..items {
@@ -223,7 +181,7 @@ fn json_body(rng: &mut Rng, tenant: u64, items: usize) -> String {
         }
         s.push_str(&format!(
             "{{\"id\":\"inv_{:08x}\",\"tenant\":\"t{tenant}\",\"customer_id\":\"cus_{:06x}\",\"amount\":{},\"currency\":\"eur\",\"status\":\"paid\"}}",
-            rng.next() as u32,
+            rng.next_u64() as u32,
             rng.below(1 << 20),
             rng.below(100_000)
         ));
@@ -255,7 +213,7 @@ fn gen_pcap(out: &Path, target: u64, seed: u64) -> Result<(u64, u64)> {
         conn += 1;
         let client = [10, 1, (conn >> 8) as u8, conn as u8];
         let sport = 20_000 + (conn % 40_000) as u16;
-        let (mut cseq, mut sseq) = (rng.next() as u32, rng.next() as u32);
+        let (mut cseq, mut sseq) = (rng.next_u64() as u32, rng.next_u64() as u32);
         w.tcp(ts, client, server, sport, 80, cseq, 0, SYN, &[])?;
         w.tcp(
             ts + 50,
@@ -276,7 +234,7 @@ fn gen_pcap(out: &Path, target: u64, seed: u64) -> Result<(u64, u64)> {
         let token = format!(
             "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ1{:06}IiwidGVuYW50IjoidDEifQ.sig{:016x}",
             rng.below(1_000_000),
-            rng.next()
+            rng.next_u64()
         );
         for _ in 0..(5 + rng.below(20)) {
             let path = paths[rng.below(paths.len() as u64) as usize];
@@ -323,7 +281,7 @@ fn gen_pcap(out: &Path, target: u64, seed: u64) -> Result<(u64, u64)> {
                 format!(
                     "HTTP/1.1 200 OK\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: {}\r\nX-Request-Id: {:016x}\r\n\r\n{rbody}",
                     rbody.len(),
-                    rng.next()
+                    rng.next_u64()
                 )
             };
             ts += 300 + rng.below(3000);
