@@ -194,7 +194,20 @@ pub fn http(data: &[u8]) {
     };
     let whole = run_http(&ops, 0, config);
     let pieces = run_http(&ops, usize::from(cut % 7) + 1, config);
-    assert_eq!(whole, pieces, "result depends on how the bytes were cut");
+    if whole != pieces {
+        let i = whole
+            .iter()
+            .zip(&pieces)
+            .position(|(a, b)| a != b)
+            .unwrap_or(whole.len().min(pieces.len()));
+        panic!(
+            "result depends on how the bytes were cut: {} vs {} transactions, first difference at {i}:\nwhole:  {:?}\npieces: {:?}",
+            whole.len(),
+            pieces.len(),
+            whole.get(i),
+            pieces.get(i)
+        );
+    }
 }
 
 /// A sequence of TCP segments between two endpoints through the flow table and the HTTP

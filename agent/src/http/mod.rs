@@ -316,6 +316,9 @@ impl HttpConnection {
     }
 
     fn new_tx(&mut self, ts: Micros, out: &mut Vec<Transaction>) -> u64 {
+        // Finished transactions leave first, so the bound counts only open ones (and
+        // does not depend on how the bytes were cut).
+        self.emit_done(out);
         if self.txs.len() >= self.config.max_open_transactions
             && let Some(mut old) = self.txs.pop_front()
         {
