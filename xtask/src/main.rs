@@ -128,8 +128,16 @@ fn fuzz_seeds(corpus: &Path) -> Result<()> {
             }
         }
     }
-    let mut counts = [0usize; 4];
-    let targets = ["decode", "reassembly", "http", "capture_file"];
+    let mut counts = [0usize; 7];
+    let targets = [
+        "decode",
+        "reassembly",
+        "http",
+        "capture_file",
+        "jwt",
+        "json_scan",
+        "template",
+    ];
     for t in targets {
         std::fs::create_dir_all(out.join(t))?;
         for e in std::fs::read_dir(Path::new("fuzz/seeds").join(t))? {
@@ -336,24 +344,50 @@ fn cargo_build() -> Result<()> {
 fn demo() -> Result<()> {
     cargo_build()?;
     let pcap = PathBuf::from("target/demo.pcap");
-    let (txs, bytes) = gen_pcap(&pcap, 2 << 20, 7)?;
+    let s = tapline_traffic::gen_traffic(&pcap, 1, 2, 0.5)?;
     println!(
-        "generated {} ({bytes} bytes, {txs} API transactions)\n",
+        "generated {}: two days of multi-tenant API traffic ({} transactions, {} connections, {:.1} MB)\n",
+        pcap.display(),
+        s.transactions,
+        s.connections,
+        s.bytes as f64 / 1e6
+    );
+    let run = |args: &[&str]| -> Result<String> {
+        let out = Command::new("target/release/tapline-agent")
+            .arg("read")
+            .args(args)
+            .args(["--config", "traffic/agent.toml"])
+            .arg(&pcap)
+            .stderr(Stdio::inherit())
+            .output()
+            .context("running tapline-agent")?;
+        if !out.status.success() {
+            bail!("tapline-agent failed");
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    println!(
+        "$ tapline-agent read --stats --config traffic/agent.toml {}",
         pcap.display()
     );
-    let out = Command::new("target/release/tapline-agent")
-        .args(["read", "--stats"])
-        .arg(&pcap)
-        .stderr(Stdio::inherit())
-        .output()
-        .context("running tapline-agent")?;
-    if !out.status.success() {
-        bail!("tapline-agent failed");
-    }
-    let log = String::from_utf8_lossy(&out.stdout);
-    println!("\nfirst transactions of {} logged:", log.lines().count());
-    for l in log.lines().take(3) {
+    let log = run(&["--stats"])?;
+    println!(
+        "\nHTTP log: {} transactions; one of them (credentials redacted):",
+        log.lines().count()
+    );
+    if let Some(l) = log.lines().find(|l| l.contains("Bearer")) {
         println!("{l}");
+    }
+    println!(
+        "\n$ tapline-agent read --log events --config traffic/agent.toml {}",
+        pcap.display()
+    );
+    let events = run(&["--log", "events"])?;
+    println!("{} events; a few of them:", events.lines().count());
+    for kind in ["\"jwt\"", "\"session\"", "\"api_key\"", "\"login\""] {
+        if let Some(l) = events.lines().find(|l| l.contains(kind)) {
+            println!("{l}");
+        }
     }
     Ok(())
 }

@@ -33,6 +33,8 @@ pub struct ExtractConfig {
     pub jwt_claims: Vec<String>,
     /// Keys that verify JWT signatures.
     pub jwt_keys: Vec<JwtKey>,
+    /// A JWKS file (JSON) whose RSA keys verify RS256/384/512 tokens.
+    pub jwks: Option<String>,
     /// Proxies (addresses or CIDR blocks) whose `X-Forwarded-For` / `Forwarded` headers
     /// name the real client.
     pub trusted_proxies: Vec<String>,
@@ -136,6 +138,7 @@ impl Default for ExtractConfig {
                 "exp",
             ]),
             jwt_keys: Vec::new(),
+            jwks: None,
             trusted_proxies: Vec::new(),
             entity_params: strings(&["customer", "customer_id", "account_id", "user_id"]),
             entity_fields: Vec::new(),

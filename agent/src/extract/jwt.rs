@@ -51,7 +51,7 @@ fn object(bytes: &[u8]) -> Result<Map<String, Value>, JwtError> {
     }
 }
 
-pub fn parse(token: &str, keys: &[JwtKey]) -> Result<Jwt, JwtError> {
+pub fn parse(token: &str, keys: &KeySet) -> Result<Jwt, JwtError> {
     if token.len() > MAX_TOKEN {
         return Err(JwtError::TooLong);
     }
@@ -71,26 +71,107 @@ pub fn parse(token: &str, keys: &[JwtKey]) -> Result<Jwt, JwtError> {
     })
 }
 
-fn verify(header: &Map<String, Value>, signed: &str, sig: &str, keys: &[JwtKey]) -> Option<bool> {
+/// Keys that verify token signatures: HMAC secrets and RSA public keys (from a JWKS).
+#[derive(Debug, Clone, Default)]
+pub struct KeySet {
+    pub hmac: Vec<JwtKey>,
+    pub rsa: Vec<RsaKey>,
+}
+
+#[derive(Debug, Clone)]
+pub struct RsaKey {
+    pub kid: Option<String>,
+    pub key: rsa::RsaPublicKey,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum JwksError {
+    #[error("not a JWKS document (a JSON object with a `keys` array)")]
+    Shape,
+    #[error("key {0}: {1}")]
+    Key(usize, String),
+}
+
+impl KeySet {
+    pub fn is_empty(&self) -> bool {
+        self.hmac.is_empty() && self.rsa.is_empty()
+    }
+
+    /// Adds the RSA keys of a JWKS document (`{"keys":[{"kty":"RSA","kid":…,"n":…,"e":…}]}`);
+    /// keys of other types are skipped. Returns how many were added.
+    pub fn add_jwks(&mut self, json: &str) -> Result<usize, JwksError> {
+        let doc: Value = serde_json::from_str(json).map_err(|_| JwksError::Shape)?;
+        let keys = doc
+            .get("keys")
+            .and_then(Value::as_array)
+            .ok_or(JwksError::Shape)?;
+        let mut added = 0;
+        for (i, k) in keys.iter().enumerate() {
+            if k.get("kty").and_then(Value::as_str) != Some("RSA") {
+                continue;
+            }
+            let part = |name: &str| -> Result<rsa::BigUint, JwksError> {
+                let v = k
+                    .get(name)
+                    .and_then(Value::as_str)
+                    .ok_or_else(|| JwksError::Key(i, format!("no `{name}`")))?;
+                Ok(rsa::BigUint::from_bytes_be(&b64(v).map_err(|_| {
+                    JwksError::Key(i, format!("`{name}` is not base64url"))
+                })?))
+            };
+            let key = rsa::RsaPublicKey::new(part("n")?, part("e")?)
+                .map_err(|e| JwksError::Key(i, e.to_string()))?;
+            self.rsa.push(RsaKey {
+                kid: k.get("kid").and_then(Value::as_str).map(str::to_string),
+                key,
+            });
+            added += 1;
+        }
+        Ok(added)
+    }
+}
+
+fn verify(header: &Map<String, Value>, signed: &str, sig: &str, keys: &KeySet) -> Option<bool> {
     if keys.is_empty() {
         return None;
     }
     let kid = header.get("kid").and_then(Value::as_str);
-    let applicable: Vec<&JwtKey> = keys
-        .iter()
-        .filter(|k| k.kid.is_none() || k.kid.as_deref() == kid)
-        .collect();
-    if applicable.is_empty() {
+    let applies = |k: &Option<String>| k.is_none() || k.as_deref() == kid;
+    let hmac: Vec<&JwtKey> = keys.hmac.iter().filter(|k| applies(&k.kid)).collect();
+    let rsa: Vec<&RsaKey> = keys.rsa.iter().filter(|k| applies(&k.kid)).collect();
+    if hmac.is_empty() && rsa.is_empty() {
         return None;
     }
     let Ok(sig) = b64(sig) else {
         return Some(false);
     };
     let alg = header.get("alg").and_then(Value::as_str).unwrap_or("");
-    let ok = applicable
+    let ok = hmac
         .iter()
-        .any(|k| hmac_ok(alg, k.secret.as_bytes(), signed, &sig));
+        .any(|k| hmac_ok(alg, k.secret.as_bytes(), signed, &sig))
+        || rsa.iter().any(|k| rsa_ok(alg, &k.key, signed, &sig));
     Some(ok)
+}
+
+/// Checks an RS256/384/512 (PKCS#1 v1.5) signature.
+fn rsa_ok(alg: &str, key: &rsa::RsaPublicKey, signed: &str, sig: &[u8]) -> bool {
+    use rsa::signature::Verifier;
+    let Ok(sig) = rsa::pkcs1v15::Signature::try_from(sig) else {
+        return false;
+    };
+    let data = signed.as_bytes();
+    match alg {
+        "RS256" => rsa::pkcs1v15::VerifyingKey::<sha2::Sha256>::new(key.clone())
+            .verify(data, &sig)
+            .is_ok(),
+        "RS384" => rsa::pkcs1v15::VerifyingKey::<sha2::Sha384>::new(key.clone())
+            .verify(data, &sig)
+            .is_ok(),
+        "RS512" => rsa::pkcs1v15::VerifyingKey::<sha2::Sha512>::new(key.clone())
+            .verify(data, &sig)
+            .is_ok(),
+        _ => false,
+    }
 }
 
 /// Checks an HMAC signature; "none" and algorithms without a configured key type never
@@ -156,28 +237,58 @@ mod tests {
             b"k1",
         );
         assert!(looks_like_jwt(&t));
-        let key = |s: &str| JwtKey {
-            kid: None,
-            secret: s.into(),
+        let key = |s: &str| KeySet {
+            hmac: vec![JwtKey {
+                kid: None,
+                secret: s.into(),
+            }],
+            rsa: Vec::new(),
         };
-        let j = parse(&t, &[]).unwrap();
+        let j = parse(&t, &KeySet::default()).unwrap();
         assert_eq!(j.verified, None);
         assert_eq!(claim_text(&j.claims["roles"]).unwrap(), "admin ops");
         assert_eq!(claim_text(&j.claims["exp"]).unwrap(), "1800000000");
-        assert_eq!(parse(&t, &[key("k1")]).unwrap().verified, Some(true));
-        assert_eq!(parse(&t, &[key("wrong")]).unwrap().verified, Some(false));
+        assert_eq!(parse(&t, &key("k1")).unwrap().verified, Some(true));
+        assert_eq!(parse(&t, &key("wrong")).unwrap().verified, Some(false));
         // alg=none never verifies.
         let none = token(r#"{"alg":"none"}"#, r#"{"sub":"x"}"#, b"k1");
-        assert_eq!(parse(&none, &[key("k1")]).unwrap().verified, Some(false));
+        assert_eq!(parse(&none, &key("k1")).unwrap().verified, Some(false));
+    }
+
+    #[test]
+    fn rs256_from_a_jwks() {
+        let mut keys = KeySet::default();
+        let n = keys.add_jwks(include_str!("testdata/jwks.json")).unwrap();
+        assert_eq!(n, 1, "the EC key is skipped");
+        let token = include_str!("testdata/rs256.jwt").trim();
+        let j = parse(token, &keys).unwrap();
+        assert_eq!(j.verified, Some(true));
+        assert_eq!(claim_text(&j.claims["tenant"]).unwrap(), "t_initech");
+        // A changed payload no longer verifies.
+        let mut parts: Vec<&str> = token.split('.').collect();
+        let other = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode(r#"{"sub":"usr_rsa","tenant":"t_other"}"#);
+        parts[1] = &other;
+        assert_eq!(
+            parse(&parts.join("."), &keys).unwrap().verified,
+            Some(false)
+        );
+        assert!(KeySet::default().add_jwks("[]").is_err());
     }
 
     #[test]
     fn hostile_tokens_are_refused() {
-        assert_eq!(parse(&"eyJ".repeat(10_000), &[]), Err(JwtError::TooLong));
-        assert_eq!(parse("eyJa.b", &[]), Err(JwtError::Shape));
-        assert_eq!(parse("eyJ!!.e30.x", &[]), Err(JwtError::Base64));
+        assert_eq!(
+            parse(&"eyJ".repeat(10_000), &KeySet::default()),
+            Err(JwtError::TooLong)
+        );
+        assert_eq!(parse("eyJa.b", &KeySet::default()), Err(JwtError::Shape));
+        assert_eq!(
+            parse("eyJ!!.e30.x", &KeySet::default()),
+            Err(JwtError::Base64)
+        );
         let e = base64::engine::general_purpose::URL_SAFE_NO_PAD;
         let deep = format!("{}.{}.x", e.encode("{}"), e.encode("[".repeat(3000)));
-        assert_eq!(parse(&deep, &[]), Err(JwtError::Json));
+        assert_eq!(parse(&deep, &KeySet::default()), Err(JwtError::Json));
     }
 }

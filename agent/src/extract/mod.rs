@@ -52,6 +52,8 @@ pub enum ConfigError {
     Proxy(String),
     #[error("openapi file {0}: {1}")]
     OpenApi(String, String),
+    #[error("jwks file {0}: {1}")]
+    Jwks(String, String),
 }
 
 /// An address block (`10.0.0.0/8`, `2001:db8::/32`, or one address).
@@ -98,6 +100,7 @@ pub struct Extractor {
     fingerprinter: Fingerprinter,
     templates: Templater,
     proxies: Vec<Cidr>,
+    keys: jwt::KeySet,
     pub stats: ExtractStats,
 }
 
@@ -170,11 +173,22 @@ impl Extractor {
                 .add_openapi(&text)
                 .map_err(|e| ConfigError::OpenApi(path.clone(), e.to_string()))?;
         }
+        let mut keys = jwt::KeySet {
+            hmac: config.jwt_keys.clone(),
+            rsa: Vec::new(),
+        };
+        if let Some(path) = &config.jwks {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| ConfigError::Jwks(path.clone(), e.to_string()))?;
+            keys.add_jwks(&text)
+                .map_err(|e| ConfigError::Jwks(path.clone(), e.to_string()))?;
+        }
         Ok(Extractor {
             config,
             fingerprinter,
             templates,
             proxies,
+            keys,
             stats: ExtractStats::default(),
         })
     }
@@ -210,7 +224,7 @@ impl Extractor {
 
     fn bearer(&mut self, token: &str, actors: &mut Vec<Actor>) {
         if jwt::looks_like_jwt(token) {
-            match jwt::parse(token, &self.config.jwt_keys) {
+            match jwt::parse(token, &self.keys) {
                 Ok(j) => {
                     match j.verified {
                         Some(true) => self.stats.jwt_verified += 1,
