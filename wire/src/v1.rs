@@ -5,7 +5,7 @@
 //! refer to it by index; timestamps are deltas from the previous event. The body is
 //! postcard (varint integers, length-prefixed sequences).
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 use std::hash::Hash;
 use std::net::IpAddr;
 
@@ -211,7 +211,7 @@ struct Table<T> {
 impl<T: Clone + Eq + Hash> Table<T> {
     fn new() -> Self {
         Table {
-            index: HashMap::new(),
+            index: HashMap::default(),
             items: Vec::new(),
         }
     }

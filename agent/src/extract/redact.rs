@@ -21,11 +21,16 @@ pub struct Redactor {
     headers: Vec<String>,
     params: Vec<String>,
     fingerprinter: Fingerprinter,
+    /// Lengths of the header names that may need redaction (most names are ruled out
+    /// by their length alone).
+    lengths: u128,
+    /// The last secret and its fingerprint: keep-alive connections repeat the same one.
+    last: std::cell::RefCell<Option<(Vec<u8>, u64)>>,
 }
 
 impl Redactor {
     pub fn new(config: &ExtractConfig, fingerprinter: Fingerprinter) -> Self {
-        let headers = CREDENTIAL_HEADERS
+        let headers: Vec<String> = CREDENTIAL_HEADERS
             .iter()
             .map(|s| s.to_string())
             .chain(config.api_key_headers.iter().cloned())
@@ -36,19 +41,47 @@ impl Redactor {
             .chain(config.api_key_params.iter().cloned())
             .chain(config.token_params.iter().cloned())
             .collect();
+        let lengths = headers
+            .iter()
+            .map(String::len)
+            .chain([b"cookie".len(), b"set-cookie".len()])
+            .filter(|&l| l < 128)
+            .fold(0u128, |m, l| m | 1 << l);
         Redactor {
             headers,
             params,
             fingerprinter,
+            lengths,
+            last: std::cell::RefCell::new(None),
         }
     }
 
     fn mark(&self, secret: &[u8]) -> String {
-        format!("[fp:{:016x}]", self.fingerprinter.fingerprint(secret))
+        let mut last = self.last.borrow_mut();
+        let fp = match &*last {
+            Some((s, fp)) if s == secret => *fp,
+            _ => {
+                let fp = self.fingerprinter.fingerprint(secret);
+                *last = Some((secret.to_vec(), fp));
+                fp
+            }
+        };
+        let mut out = String::with_capacity(21);
+        out.push_str("[fp:");
+        for i in (0..16).rev() {
+            out.push(char::from(
+                b"0123456789abcdef"[((fp >> (i * 4)) & 0xf) as usize],
+            ));
+        }
+        out.push(']');
+        out
     }
 
     /// The logged value of a header, when it must not be logged as sent.
     pub fn header(&self, name: &[u8], value: &[u8]) -> Option<String> {
+        if name.len() >= 128 || self.lengths & (1 << name.len()) == 0 {
+            return None;
+        }
         if name.eq_ignore_ascii_case(b"cookie") {
             let parts: Vec<String> = value
                 .split(|&b| b == b';')
@@ -89,11 +122,9 @@ impl Redactor {
                     if name.eq_ignore_ascii_case(b"authorization")
                         || name.eq_ignore_ascii_case(b"proxy-authorization") =>
                 {
-                    format!(
-                        "{} {}",
-                        String::from_utf8_lossy(&v[..i]),
-                        self.mark(crate::http::head::trim(&v[i + 1..]))
-                    )
+                    let mut out = String::from_utf8_lossy(&v[..=i]).into_owned();
+                    out.push_str(&self.mark(crate::http::head::trim(&v[i + 1..])));
+                    out
                 }
                 _ => self.mark(v),
             });
