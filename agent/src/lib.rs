@@ -9,6 +9,7 @@ pub mod decode;
 pub mod extract;
 pub mod fuzzing;
 pub mod http;
+pub mod live;
 pub mod output;
 pub mod pipeline;
 pub mod reassembly;

@@ -27,6 +27,52 @@ struct Cli {
 enum Command {
     /// Read pcap/pcapng files (or `-` for stdin) and log their HTTP transactions.
     Read(ReadArgs),
+    /// Capture live traffic from network interfaces (span ports, host interfaces).
+    Run(RunArgs),
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// Interface to capture on (repeat for several; `any` for all).
+    #[arg(long = "iface", required = true)]
+    ifaces: Vec<String>,
+    /// Capture filter, tcpdump syntax (e.g. 'tcp port 80 or tcp port 8080').
+    #[arg(long, default_value = "")]
+    filter: String,
+    /// Put the interfaces in promiscuous mode (span ports).
+    #[arg(long)]
+    promisc: bool,
+    /// Capture source (libpcap; eBPF arrives with its issue).
+    #[arg(long, value_parser = ["pcap"], default_value = "pcap")]
+    source: String,
+    /// Kernel capture buffer per interface, in MiB.
+    #[arg(long, default_value_t = 32)]
+    buffer_mb: usize,
+    /// Worker threads (connections are spread over them by a symmetric flow hash).
+    #[arg(long, default_value_t = 1)]
+    workers: usize,
+    /// Frames queued per worker before new ones are dropped (and counted).
+    #[arg(long, default_value_t = 8192)]
+    queue: usize,
+    #[arg(long, value_enum, default_value_t = LogKind::Http)]
+    log: LogKind,
+    /// Write the log here (rotated at --rotate-mb) instead of standard output.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Size at which --out is rotated (FILE becomes FILE.1), in MiB; 0 never.
+    #[arg(long, default_value_t = 256)]
+    rotate_mb: u64,
+    /// Serve Prometheus metrics at http://ADDR/metrics.
+    #[arg(long)]
+    metrics: Option<std::net::SocketAddr>,
+    #[arg(long)]
+    config: Option<PathBuf>,
+    #[arg(long)]
+    no_redact: bool,
+    #[arg(long)]
+    bodies: bool,
+    #[command(flatten)]
+    tuning: Tuning,
 }
 
 #[derive(Args)]
@@ -113,6 +159,7 @@ fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Read(args) => read(args),
+        Command::Run(args) => run(args),
     }
 }
 
@@ -236,5 +283,97 @@ fn read(args: ReadArgs) -> Result<()> {
             eprint!("{}", tapline_agent::stats::render_extract(&extractor.stats));
         }
     }
+    Ok(())
+}
+
+fn run(args: RunArgs) -> Result<()> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+    use tapline_agent::live::{Live, LiveConfig, LogFormat, Metrics, RotatingFile, SharedOutput};
+
+    let load = |path: &Option<PathBuf>| -> Result<AgentConfig> {
+        let c = match path {
+            Some(p) => AgentConfig::load(p)?,
+            None => AgentConfig::default(),
+        };
+        // Validate now, so a bad rule is one clear line before anything starts.
+        Extractor::new(c.extract.clone()).context("in the [extract] configuration")?;
+        Ok(c)
+    };
+    let agent_config = load(&args.config)?;
+    let mut pipeline = args.tuning.config();
+    if !args.bodies && args.log == LogKind::Http {
+        pipeline.http.body.capture_limit = 0;
+    }
+    let config = LiveConfig {
+        ifaces: args.ifaces.clone(),
+        options: tapline_agent::capture::live::LiveOptions {
+            promisc: args.promisc,
+            filter: args.filter.clone(),
+            buffer_bytes: args.buffer_mb << 20,
+            snaplen: 65_535,
+        },
+        workers: args.workers.max(1),
+        queue: args.queue.max(1),
+        pipeline,
+        extract: agent_config.extract.clone(),
+        log: match args.log {
+            LogKind::Http => LogFormat::Http,
+            LogKind::Events => LogFormat::Events,
+        },
+        redact: !args.no_redact,
+        bodies: args.bodies,
+    };
+    let output: SharedOutput = Arc::new(Mutex::new(match &args.out {
+        Some(p) => Box::new(
+            RotatingFile::create(p.clone(), args.rotate_mb << 20)
+                .with_context(|| format!("creating {}", p.display()))?,
+        ),
+        None => Box::new(io::stdout()),
+    }));
+    let metrics = Arc::new(Metrics::new());
+    let stop = Arc::new(AtomicBool::new(false));
+    let hup = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, stop.clone()).context("installing signal handlers")?;
+    }
+    signal_hook::flag::register(signal_hook::consts::SIGHUP, hup.clone())
+        .context("installing signal handlers")?;
+    let metrics_server = match args.metrics {
+        Some(addr) => Some(
+            tapline_agent::live::serve_metrics(addr, metrics.clone(), stop.clone())
+                .with_context(|| format!("serving metrics on {addr}"))?,
+        ),
+        None => None,
+    };
+    let live = Live::start(config, metrics, output)?;
+    eprintln!(
+        "capturing on {} ({} worker{})",
+        args.ifaces.join(", "),
+        args.workers.max(1),
+        if args.workers > 1 { "s" } else { "" }
+    );
+    while !stop.load(Ordering::Relaxed) {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        if hup.swap(false, Ordering::Relaxed) {
+            // Extraction rules reload; capture settings need a restart.
+            match load(&args.config) {
+                Ok(c) => {
+                    live.reload(c.extract);
+                    eprintln!("configuration reloaded (extraction rules)");
+                }
+                Err(e) => eprintln!("configuration not reloaded: {e:#}"),
+            }
+        }
+        if live.capture_failed() {
+            break;
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    let result = live.shutdown();
+    if let Some(h) = metrics_server {
+        let _ = h.join();
+    }
+    result?;
     Ok(())
 }

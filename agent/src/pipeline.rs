@@ -124,6 +124,14 @@ impl Pipeline {
         }
     }
 
+    /// Time passed without packets (live capture on a quiet link): connections idle past
+    /// their timeout are ended.
+    pub fn tick(&mut self, now: Micros, sink: &mut impl FnMut(&FlowMeta, Transaction)) {
+        self.flows.expire(now, &mut self.pending);
+        self.defrag.expire(now);
+        self.drain(sink);
+    }
+
     /// End of input: every open connection is ended.
     pub fn finish(&mut self, sink: &mut impl FnMut(&FlowMeta, Transaction)) {
         self.flows.finish(&mut self.pending);

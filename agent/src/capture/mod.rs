@@ -2,3 +2,4 @@
 //! eBPF) arrive with their issues and feed the same [`crate::pipeline::Pipeline`].
 
 pub mod file;
+pub mod live;

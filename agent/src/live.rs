@@ -1,0 +1,591 @@
+//! `tapline-agent run`: live capture feeding the same pipeline as `read`.
+//!
+//! One capture thread per interface reads frames non-blocking and shards them by a
+//! symmetric flow hash (both directions of a connection, even from two interfaces, reach
+//! the same worker) to N worker threads over bounded channels. Frame buffers circulate
+//! through a pool, so the steady state allocates nothing per packet. A full worker queue
+//! drops the frame and counts it; kernel and interface drops come from `pcap_stats`.
+//! Workers own a [`Pipeline`] and an [`Extractor`] each and write to one shared output.
+
+use std::io::Write;
+use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender, TrySendError, bounded};
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+use crate::capture::live::{KernelStats, LiveCapture, LiveError, LiveOptions, Next};
+use crate::decode::{Decoded, Decoder, Micros};
+use crate::extract::redact::Redactor;
+use crate::extract::{ExtractConfig, Extractor};
+use crate::http::Transaction;
+use crate::output::eve::{EveOptions, write_transaction};
+use crate::pipeline::{Pipeline, PipelineConfig, PipelineStats};
+use crate::reassembly::FlowMeta;
+
+/// What the workers write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Http,
+    Events,
+}
+
+#[derive(Debug, Clone)]
+pub struct LiveConfig {
+    pub ifaces: Vec<String>,
+    pub options: LiveOptions,
+    pub workers: usize,
+    /// Frames queued per worker before new ones are dropped.
+    pub queue: usize,
+    pub pipeline: PipelineConfig,
+    pub extract: ExtractConfig,
+    pub log: LogFormat,
+    pub redact: bool,
+    pub bodies: bool,
+}
+
+type Labels = Vec<(String, String)>;
+
+/// The agent's metrics, in Prometheus exposition at `/metrics`.
+pub struct Metrics {
+    registry: Registry,
+    packets: Family<Labels, Counter>,
+    bytes: Family<Labels, Counter>,
+    drops: Family<Labels, Counter>,
+    queue_depth: Family<Labels, Gauge>,
+    flows: Counter,
+    flows_midstream: Counter,
+    gaps: Counter,
+    gap_bytes: Counter,
+    undecodable: Family<Labels, Counter>,
+    transactions: Counter,
+    events: Counter,
+    http_parse_errors: Counter,
+}
+
+fn label(k: &str, v: &str) -> Labels {
+    vec![(k.to_string(), v.to_string())]
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("tapline");
+        let m = Metrics {
+            packets: Family::default(),
+            bytes: Family::default(),
+            drops: Family::default(),
+            queue_depth: Family::default(),
+            flows: Counter::default(),
+            flows_midstream: Counter::default(),
+            gaps: Counter::default(),
+            gap_bytes: Counter::default(),
+            undecodable: Family::default(),
+            transactions: Counter::default(),
+            events: Counter::default(),
+            http_parse_errors: Counter::default(),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "packets",
+            "Frames captured, per interface",
+            m.packets.clone(),
+        );
+        registry.register("bytes", "Bytes captured, per interface", m.bytes.clone());
+        registry.register(
+            "drops",
+            "Frames lost, per interface and cause: queue_full (a worker was behind), kernel (the capture ring was full), interface (the driver dropped them)",
+            m.drops.clone(),
+        );
+        registry.register(
+            "queue_depth",
+            "Frames waiting, per worker",
+            m.queue_depth.clone(),
+        );
+        registry.register("flows", "TCP connections tracked", m.flows.clone());
+        registry.register(
+            "flows_midstream",
+            "Connections picked up without their handshake",
+            m.flows_midstream.clone(),
+        );
+        registry.register("stream_gaps", "Holes in TCP streams", m.gaps.clone());
+        registry.register(
+            "stream_gap_bytes",
+            "Bytes lost in holes",
+            m.gap_bytes.clone(),
+        );
+        registry.register(
+            "undecodable",
+            "Frames that did not decode, per reason",
+            m.undecodable.clone(),
+        );
+        registry.register(
+            "http_transactions",
+            "HTTP transactions",
+            m.transactions.clone(),
+        );
+        registry.register("events", "Events extracted", m.events.clone());
+        registry.register(
+            "http_parse_errors",
+            "HTTP messages that did not parse",
+            m.http_parse_errors.clone(),
+        );
+        Metrics { registry, ..m }
+    }
+
+    pub fn render(&self) -> String {
+        let mut s = String::new();
+        let _ = encode(&mut s, &self.registry);
+        s
+    }
+
+    /// Adds what a worker's counters grew by since `last`.
+    fn add_pipeline(
+        &self,
+        now: &PipelineStats,
+        flows: &crate::reassembly::FlowStats,
+        last: &mut Snapshot,
+    ) {
+        let d = |a: u64, b: &mut u64| {
+            let v = a.saturating_sub(*b);
+            *b = a;
+            v
+        };
+        self.flows.inc_by(d(flows.flows, &mut last.flows));
+        self.flows_midstream
+            .inc_by(d(flows.midstream_flows, &mut last.midstream));
+        self.gaps.inc_by(d(flows.streams.gaps, &mut last.gaps));
+        self.gap_bytes
+            .inc_by(d(flows.streams.gap_bytes, &mut last.gap_bytes));
+        self.transactions
+            .inc_by(d(now.transactions, &mut last.transactions));
+        self.http_parse_errors
+            .inc_by(d(now.http.parse_errors, &mut last.parse_errors));
+        for e in crate::decode::DecodeError::ALL {
+            let i = e.index();
+            let v = d(now.undecodable[i], &mut last.undecodable[i]);
+            if v > 0 {
+                self.undecodable
+                    .get_or_create(&label("reason", e.label()))
+                    .inc_by(v);
+            }
+        }
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[derive(Default)]
+struct Snapshot {
+    flows: u64,
+    midstream: u64,
+    gaps: u64,
+    gap_bytes: u64,
+    transactions: u64,
+    parse_errors: u64,
+    undecodable: [u64; crate::decode::DecodeError::ALL.len()],
+}
+
+/// Serves `/metrics` until `stop` is set.
+pub fn serve_metrics(
+    addr: SocketAddr,
+    metrics: Arc<Metrics>,
+    stop: Arc<AtomicBool>,
+) -> std::io::Result<JoinHandle<()>> {
+    let listener = TcpListener::bind(addr)?;
+    listener.set_nonblocking(true)?;
+    Ok(std::thread::spawn(move || {
+        while !stop.load(Ordering::Relaxed) {
+            match listener.accept() {
+                Ok((mut conn, _)) => {
+                    let _ = conn.set_nonblocking(false);
+                    let _ = conn.set_read_timeout(Some(Duration::from_secs(2)));
+                    let mut req = [0u8; 1024];
+                    let n = std::io::Read::read(&mut conn, &mut req).unwrap_or(0);
+                    let (status, body) = if req[..n].starts_with(b"GET /metrics") {
+                        ("200 OK", metrics.render())
+                    } else {
+                        ("404 Not Found", "see /metrics\n".to_string())
+                    };
+                    let _ = write!(
+                        conn,
+                        "HTTP/1.1 {status}\r\nContent-Type: application/openmetrics-text; version=1.0.0; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(50)),
+            }
+        }
+    }))
+}
+
+/// The log file, replaced by a fresh one when it reaches its size limit (the full one is
+/// kept as `FILE.1`).
+pub struct RotatingFile {
+    path: PathBuf,
+    max_bytes: u64,
+    written: u64,
+    file: std::io::BufWriter<std::fs::File>,
+}
+
+impl RotatingFile {
+    pub fn create(path: PathBuf, max_bytes: u64) -> std::io::Result<Self> {
+        let file = std::io::BufWriter::new(std::fs::File::create(&path)?);
+        Ok(RotatingFile {
+            path,
+            max_bytes,
+            written: 0,
+            file,
+        })
+    }
+}
+
+impl Write for RotatingFile {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.max_bytes > 0
+            && self.written + buf.len() as u64 > self.max_bytes
+            && self.written > 0
+        {
+            self.file.flush()?;
+            let mut old = self.path.clone().into_os_string();
+            old.push(".1");
+            std::fs::rename(&self.path, old)?;
+            self.file = std::io::BufWriter::new(std::fs::File::create(&self.path)?);
+            self.written = 0;
+        }
+        self.file.write_all(buf)?;
+        self.written += buf.len() as u64;
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.file.flush()
+    }
+}
+
+pub type SharedOutput = Arc<Mutex<Box<dyn Write + Send>>>;
+
+/// A frame on its way to a worker.
+struct FrameMsg {
+    ts: Micros,
+    linktype: u32,
+    buf: Vec<u8>,
+}
+
+/// Running capture: stop it with [`Live::shutdown`].
+pub struct Live {
+    stop: Arc<AtomicBool>,
+    captures: Vec<JoinHandle<Result<(), LiveError>>>,
+    workers: Vec<JoinHandle<()>>,
+    senders: Vec<Sender<FrameMsg>>,
+    /// New extraction rules for the workers (SIGHUP), with a generation number.
+    reload: Arc<Mutex<(u64, Option<ExtractConfig>)>>,
+    output: SharedOutput,
+}
+
+/// Symmetric hash of a frame's connection: the same for both directions.
+fn shard_of(decoder: &Decoder, linktype: u32, ts: Micros, data: &[u8], n: usize) -> usize {
+    use std::hash::BuildHasher;
+    if n <= 1 {
+        return 0;
+    }
+    let state = foldhash::fast::FixedState::with_seed(0x7461_706c);
+    let h = match decoder.decode(linktype, ts, data) {
+        Ok(Decoded::Tcp(seg)) => {
+            let a = (seg.src, seg.sport);
+            let b = (seg.dst, seg.dport);
+            state.hash_one(if a <= b { (a, b) } else { (b, a) })
+        }
+        Ok(Decoded::Fragment(f)) => {
+            let (a, b) = (f.key.src, f.key.dst);
+            state.hash_one(if a <= b { (a, b) } else { (b, a) })
+        }
+        _ => 0,
+    };
+    (h % n as u64) as usize
+}
+
+impl Live {
+    /// Opens every interface (so a bad name or filter fails before anything runs) and
+    /// starts the threads.
+    pub fn start(
+        config: LiveConfig,
+        metrics: Arc<Metrics>,
+        output: SharedOutput,
+    ) -> Result<Live, LiveError> {
+        let captures: Vec<LiveCapture> = config
+            .ifaces
+            .iter()
+            .map(|i| LiveCapture::open(i, &config.options))
+            .collect::<Result<_, _>>()?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let workers_n = config.workers.max(1);
+        let pool_size = workers_n * config.queue + 256 * captures.len();
+        let (pool_tx, pool_rx) = bounded::<Vec<u8>>(pool_size);
+        let reload = Arc::new(Mutex::new((0u64, None)));
+        let mut senders = Vec::new();
+        let mut workers = Vec::new();
+        let mut receivers: Vec<Receiver<FrameMsg>> = Vec::new();
+        for _ in 0..workers_n {
+            let (tx, rx) = bounded::<FrameMsg>(config.queue.max(1));
+            senders.push(tx);
+            receivers.push(rx);
+        }
+        for (i, rx) in receivers.iter().enumerate() {
+            let w = Worker {
+                index: i,
+                rx: rx.clone(),
+                pool: pool_tx.clone(),
+                config: config.clone(),
+                metrics: metrics.clone(),
+                output: output.clone(),
+                reload: reload.clone(),
+            };
+            workers.push(std::thread::spawn(move || w.run()));
+        }
+        let mut handles = Vec::new();
+        for mut cap in captures {
+            let senders = senders.clone();
+            let pool_rx = pool_rx.clone();
+            let pool_tx = pool_tx.clone();
+            let stop = stop.clone();
+            let metrics = metrics.clone();
+            let decoder = config.pipeline.decoder;
+            let receivers = receivers.clone();
+            handles.push(std::thread::spawn(move || -> Result<(), LiveError> {
+                let iface = label("iface", cap.name());
+                let packets = metrics.packets.get_or_create(&iface).clone();
+                let bytes = metrics.bytes.get_or_create(&iface).clone();
+                let drop_labels = |cause: &str| {
+                    let mut l = iface.clone();
+                    l.push(("cause".to_string(), cause.to_string()));
+                    metrics.drops.get_or_create(&l).clone()
+                };
+                let queue_full = drop_labels("queue_full");
+                let kernel = drop_labels("kernel");
+                let interface = drop_labels("interface");
+                let mut last_stats = KernelStats::default();
+                let mut last_poll = Instant::now();
+                while !stop.load(Ordering::Relaxed) {
+                    match cap.next_frame()? {
+                        Next::Frame { ts, linktype, data } => {
+                            packets.inc();
+                            bytes.inc_by(data.len() as u64);
+                            let shard = shard_of(&decoder, linktype, ts, data, senders.len());
+                            let mut buf = pool_rx
+                                .try_recv()
+                                .unwrap_or_else(|_| Vec::with_capacity(2048));
+                            buf.clear();
+                            buf.extend_from_slice(data);
+                            match senders[shard].try_send(FrameMsg { ts, linktype, buf }) {
+                                Ok(()) => {}
+                                Err(TrySendError::Full(m) | TrySendError::Disconnected(m)) => {
+                                    queue_full.inc();
+                                    let _ = pool_tx.try_send(m.buf);
+                                }
+                            }
+                        }
+                        Next::Idle => cap.wait(Duration::from_millis(2)),
+                    }
+                    if last_poll.elapsed() >= Duration::from_millis(500) {
+                        last_poll = Instant::now();
+                        let s = cap.stats();
+                        // libpcap's counters are 32-bit and wrap.
+                        let delta =
+                            |new: u64, old: u64| u64::from((new as u32).wrapping_sub(old as u32));
+                        kernel.inc_by(delta(s.dropped, last_stats.dropped));
+                        interface.inc_by(delta(s.if_dropped, last_stats.if_dropped));
+                        last_stats = s;
+                        for (i, r) in receivers.iter().enumerate() {
+                            metrics
+                                .queue_depth
+                                .get_or_create(&label("worker", &i.to_string()))
+                                .set(r.len() as i64);
+                        }
+                    }
+                }
+                let s = cap.stats();
+                let delta = |new: u64, old: u64| u64::from((new as u32).wrapping_sub(old as u32));
+                kernel.inc_by(delta(s.dropped, last_stats.dropped));
+                interface.inc_by(delta(s.if_dropped, last_stats.if_dropped));
+                Ok(())
+            }));
+        }
+        Ok(Live {
+            stop,
+            captures: handles,
+            workers,
+            senders,
+            reload,
+            output,
+        })
+    }
+
+    /// Hands new extraction rules to the workers (they pick them up within a second).
+    pub fn reload(&self, extract: ExtractConfig) {
+        if let Ok(mut r) = self.reload.lock() {
+            r.0 += 1;
+            r.1 = Some(extract);
+        }
+    }
+
+    /// Whether a capture thread ended on its own (an interface went away).
+    pub fn capture_failed(&self) -> bool {
+        self.captures.iter().any(JoinHandle::is_finished)
+    }
+
+    /// Stops capture, lets the workers finish what is queued and every open transaction,
+    /// and flushes the output. Returns the first capture error, if any.
+    pub fn shutdown(self) -> Result<(), LiveError> {
+        self.stop.store(true, Ordering::Relaxed);
+        let mut first_err = None;
+        for h in self.captures {
+            if let Ok(Err(e)) = h.join()
+                && first_err.is_none()
+            {
+                first_err = Some(e);
+            }
+        }
+        drop(self.senders);
+        for w in self.workers {
+            let _ = w.join();
+        }
+        if let Ok(mut o) = self.output.lock() {
+            let _ = o.flush();
+        }
+        match first_err {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+}
+
+struct Worker {
+    index: usize,
+    rx: Receiver<FrameMsg>,
+    pool: Sender<Vec<u8>>,
+    config: LiveConfig,
+    metrics: Arc<Metrics>,
+    output: SharedOutput,
+    reload: Arc<Mutex<(u64, Option<ExtractConfig>)>>,
+}
+
+/// Bytes of log a worker gathers before taking the output lock.
+const WRITE_BATCH: usize = 64 << 10;
+
+impl Worker {
+    fn run(self) {
+        let mut pipeline = Pipeline::new(self.config.pipeline);
+        let mut extractor = match Extractor::new(self.config.extract.clone()) {
+            Ok(x) => x,
+            Err(e) => {
+                eprintln!("worker {}: {e}", self.index);
+                return;
+            }
+        };
+        let mut redactor = Redactor::new(extractor.config(), extractor.fingerprinter().clone());
+        let mut generation = 0u64;
+        let mut pending: Vec<u8> = Vec::with_capacity(WRITE_BATCH * 2);
+        let mut snapshot = Snapshot::default();
+        let mut events_seen = 0u64;
+        let mut last_tick = Instant::now();
+        let log = self.config.log;
+        let redact = self.config.redact;
+        let bodies = self.config.bodies;
+        let emit = |meta: &FlowMeta,
+                    tx: Transaction,
+                    pending: &mut Vec<u8>,
+                    extractor: &mut Extractor,
+                    redactor: &Redactor| {
+            match log {
+                LogFormat::Http => {
+                    let opts = EveOptions {
+                        bodies,
+                        redact: redact.then_some(redactor),
+                    };
+                    write_transaction(pending, meta, &tx, &opts);
+                }
+                LogFormat::Events => {
+                    if let Some(e) = extractor.event(meta, &tx)
+                        && serde_json::to_writer(&mut *pending, &e).is_ok()
+                    {
+                        pending.push(b'\n');
+                    }
+                }
+            }
+        };
+        loop {
+            let msg = self.rx.recv_timeout(Duration::from_millis(200));
+            let ended = matches!(msg, Err(crossbeam_channel::RecvTimeoutError::Disconnected));
+            if let Ok(m) = msg {
+                pipeline.frame(m.linktype, m.ts, &m.buf, &mut |meta, tx| {
+                    emit(meta, tx, &mut pending, &mut extractor, &redactor)
+                });
+                let _ = self.pool.try_send(m.buf);
+            }
+            let idle = last_tick.elapsed() >= Duration::from_secs(1);
+            if ended || idle {
+                last_tick = Instant::now();
+                // Wall-clock time drives the idle timeouts when the link is quiet.
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_micros() as i64)
+                    .unwrap_or(0);
+                if ended {
+                    pipeline.finish(&mut |meta, tx| {
+                        emit(meta, tx, &mut pending, &mut extractor, &redactor)
+                    });
+                } else {
+                    pipeline.tick(now, &mut |meta, tx| {
+                        emit(meta, tx, &mut pending, &mut extractor, &redactor)
+                    });
+                }
+                self.metrics
+                    .add_pipeline(&pipeline.stats(), &pipeline.flow_stats(), &mut snapshot);
+                self.metrics
+                    .events
+                    .inc_by(extractor.stats.events.saturating_sub(events_seen));
+                events_seen = extractor.stats.events;
+                if let Ok(r) = self.reload.lock()
+                    && r.0 != generation
+                    && let Some(cfg) = &r.1
+                {
+                    generation = r.0;
+                    match Extractor::new(cfg.clone()) {
+                        Ok(x) => {
+                            extractor = x;
+                            redactor = Redactor::new(
+                                extractor.config(),
+                                extractor.fingerprinter().clone(),
+                            );
+                            events_seen = 0;
+                        }
+                        Err(e) => eprintln!("worker {}: reload refused: {e}", self.index),
+                    }
+                }
+            }
+            if pending.len() >= WRITE_BATCH || ((ended || idle) && !pending.is_empty()) {
+                if let Ok(mut o) = self.output.lock() {
+                    let _ = o.write_all(&pending);
+                    if ended || idle {
+                        let _ = o.flush();
+                    }
+                }
+                pending.clear();
+            }
+            if ended {
+                return;
+            }
+        }
+    }
+}
