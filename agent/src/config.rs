@@ -21,7 +21,22 @@ use crate::extract::ExtractConfig;
 #[serde(default, deny_unknown_fields)]
 pub struct AgentConfig {
     pub agent: AgentSection,
+    pub capture: CaptureSection,
     pub extract: ExtractConfig,
+}
+
+/// `[capture]`: live capture settings of `tapline-agent run` (command-line flags win).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CaptureSection {
+    pub ifaces: Vec<String>,
+    pub filter: Option<String>,
+    pub promisc: Option<bool>,
+    pub buffer_mb: Option<usize>,
+    pub workers: Option<usize>,
+    pub queue: Option<usize>,
+    /// Address of the Prometheus endpoint (`127.0.0.1:9108`).
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

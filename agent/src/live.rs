@@ -395,7 +395,7 @@ impl Live {
                                 }
                             }
                         }
-                        Next::Idle => cap.wait(Duration::from_millis(2)),
+                        Next::Idle => cap.wait(Duration::from_millis(100)),
                     }
                     if last_poll.elapsed() >= Duration::from_millis(500) {
                         last_poll = Instant::now();

@@ -33,27 +33,29 @@ enum Command {
 
 #[derive(Args)]
 struct RunArgs {
-    /// Interface to capture on (repeat for several; `any` for all).
-    #[arg(long = "iface", required = true)]
+    /// Interface to capture on (repeat for several; `any` for all). Default: the
+    /// config's `[capture] ifaces`.
+    #[arg(long = "iface")]
     ifaces: Vec<String>,
     /// Capture filter, tcpdump syntax (e.g. 'tcp port 80 or tcp port 8080').
-    #[arg(long, default_value = "")]
-    filter: String,
+    #[arg(long)]
+    filter: Option<String>,
     /// Put the interfaces in promiscuous mode (span ports).
     #[arg(long)]
     promisc: bool,
     /// Capture source (libpcap; eBPF arrives with its issue).
     #[arg(long, value_parser = ["pcap"], default_value = "pcap")]
     source: String,
-    /// Kernel capture buffer per interface, in MiB.
-    #[arg(long, default_value_t = 32)]
-    buffer_mb: usize,
-    /// Worker threads (connections are spread over them by a symmetric flow hash).
-    #[arg(long, default_value_t = 1)]
-    workers: usize,
-    /// Frames queued per worker before new ones are dropped (and counted).
-    #[arg(long, default_value_t = 8192)]
-    queue: usize,
+    /// Kernel capture buffer per interface, in MiB [default: 32].
+    #[arg(long)]
+    buffer_mb: Option<usize>,
+    /// Worker threads; connections are spread over them by a symmetric flow hash
+    /// [default: 1].
+    #[arg(long)]
+    workers: Option<usize>,
+    /// Frames queued per worker before new ones are dropped and counted [default: 8192].
+    #[arg(long)]
+    queue: Option<usize>,
     #[arg(long, value_enum, default_value_t = LogKind::Http)]
     log: LogKind,
     /// Write the log here (rotated at --rotate-mb) instead of standard output.
@@ -301,20 +303,35 @@ fn run(args: RunArgs) -> Result<()> {
         Ok(c)
     };
     let agent_config = load(&args.config)?;
+    let cap = &agent_config.capture;
+    let ifaces = if args.ifaces.is_empty() {
+        cap.ifaces.clone()
+    } else {
+        args.ifaces.clone()
+    };
+    anyhow::ensure!(
+        !ifaces.is_empty(),
+        "no interface to capture on: pass --iface IF (or set [capture] ifaces in --config)"
+    );
+    let workers = args.workers.or(cap.workers).unwrap_or(1).max(1);
     let mut pipeline = args.tuning.config();
     if !args.bodies && args.log == LogKind::Http {
         pipeline.http.body.capture_limit = 0;
     }
     let config = LiveConfig {
-        ifaces: args.ifaces.clone(),
+        ifaces: ifaces.clone(),
         options: tapline_agent::capture::live::LiveOptions {
-            promisc: args.promisc,
-            filter: args.filter.clone(),
-            buffer_bytes: args.buffer_mb << 20,
+            promisc: args.promisc || cap.promisc.unwrap_or(false),
+            filter: args
+                .filter
+                .clone()
+                .or(cap.filter.clone())
+                .unwrap_or_default(),
+            buffer_bytes: args.buffer_mb.or(cap.buffer_mb).unwrap_or(32) << 20,
             snaplen: 65_535,
         },
-        workers: args.workers.max(1),
-        queue: args.queue.max(1),
+        workers,
+        queue: args.queue.or(cap.queue).unwrap_or(8192).max(1),
         pipeline,
         extract: agent_config.extract.clone(),
         log: match args.log {
@@ -339,7 +356,7 @@ fn run(args: RunArgs) -> Result<()> {
     }
     signal_hook::flag::register(signal_hook::consts::SIGHUP, hup.clone())
         .context("installing signal handlers")?;
-    let metrics_server = match args.metrics {
+    let metrics_server = match args.metrics.or(cap.metrics) {
         Some(addr) => Some(
             tapline_agent::live::serve_metrics(addr, metrics.clone(), stop.clone())
                 .with_context(|| format!("serving metrics on {addr}"))?,
@@ -348,10 +365,9 @@ fn run(args: RunArgs) -> Result<()> {
     };
     let live = Live::start(config, metrics, output)?;
     eprintln!(
-        "capturing on {} ({} worker{})",
-        args.ifaces.join(", "),
-        args.workers.max(1),
-        if args.workers > 1 { "s" } else { "" }
+        "capturing on {} ({workers} worker{})",
+        ifaces.join(", "),
+        if workers > 1 { "s" } else { "" }
     );
     while !stop.load(Ordering::Relaxed) {
         std::thread::sleep(std::time::Duration::from_millis(100));

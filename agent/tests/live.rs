@@ -4,94 +4,12 @@
 //! without it the test says so loudly and does nothing.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
+
 use std::time::{Duration, Instant};
+use tapline_traffic::netlab::{Lab, is_root, sh};
 
 use serde_json::Value;
-
-fn sh(cmd: &[&str]) -> bool {
-    Command::new(cmd[0])
-        .args(&cmd[1..])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .map(|l| l.split_whitespace().nth(1) == Some("0"))
-        })
-        .unwrap_or(false)
-}
-
-/// A namespace with a veth pair and a server in it; everything goes away on drop.
-struct Lab {
-    ns: String,
-    host_if: String,
-    server_ip: String,
-    children: Vec<Child>,
-}
-
-impl Lab {
-    fn new() -> Lab {
-        let id = std::process::id();
-        let ns = format!("tlsrv{id}");
-        let host_if = format!("tlh{}", id % 100_000);
-        let peer_if = format!("tln{}", id % 100_000);
-        let net = 10 + id % 240;
-        let lab = Lab {
-            ns: ns.clone(),
-            host_if: host_if.clone(),
-            server_ip: format!("10.213.{net}.2"),
-            children: Vec::new(),
-        };
-        let host_ip = format!("10.213.{net}.1/24");
-        let peer_ip = format!("{}/24", lab.server_ip);
-        for cmd in [
-            vec!["ip", "netns", "add", &ns],
-            vec![
-                "ip", "link", "add", &host_if, "type", "veth", "peer", "name", &peer_if,
-            ],
-            vec!["ip", "link", "set", &peer_if, "netns", &ns],
-            vec!["ip", "addr", "add", &host_ip, "dev", &host_if],
-            vec!["ip", "link", "set", &host_if, "up"],
-            vec!["ip", "-n", &ns, "addr", "add", &peer_ip, "dev", &peer_if],
-            vec!["ip", "-n", &ns, "link", "set", &peer_if, "up"],
-            vec!["ip", "-n", &ns, "link", "set", "lo", "up"],
-        ] {
-            assert!(sh(&cmd), "setting up the lab failed at {cmd:?}");
-        }
-        lab
-    }
-
-    fn spawn_in_ns(&mut self, args: &[&str]) {
-        let child = Command::new("ip")
-            .args(["netns", "exec", &self.ns])
-            .args(args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        self.children.push(child);
-    }
-}
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        for c in &mut self.children {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        // Deleting the namespace removes the veth pair with it.
-        sh(&["ip", "netns", "del", &self.ns]);
-        sh(&["ip", "link", "del", &self.host_if]);
-    }
-}
 
 fn wait_for(what: &str, mut ok: impl FnMut() -> bool) {
     let start = Instant::now();

@@ -26,6 +26,7 @@ use flate2::write::GzEncoder;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
+pub mod netlab;
 pub mod pcap;
 
 use pcap::{ACK, FIN_ACK, MSS, PSH_ACK, PcapWriter, Rng, SYN};

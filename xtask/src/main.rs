@@ -8,6 +8,7 @@ use std::process::{Command, Stdio};
 use std::time::Instant;
 
 mod bench_events;
+mod bench_live;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
@@ -48,9 +49,10 @@ enum Cmd {
     /// Build the agent, generate a sample capture and show what the agent makes of it.
     Demo,
     /// Benchmarks: `offline` compares libpcap iteration, tapline-agent read and tshark;
-    /// `events` measures extraction (events/s) and bytes per event on the wire.
+    /// `events` measures extraction (events/s) and bytes per event on the wire; `live`
+    /// runs wrk against nginx across a veth with and without the agent (needs root).
     Bench {
-        #[arg(value_parser = ["offline", "events"])]
+        #[arg(value_parser = ["offline", "events", "live"])]
         which: String,
         #[arg(long, default_value_t = 120)]
         megabytes: u64,
@@ -105,6 +107,7 @@ fn main() -> Result<()> {
             }
             bench_events::run(&pcap, Some(Path::new("traffic/agent.toml")))
         }
+        Cmd::Bench { which, .. } if which == "live" => bench_live::run(),
         Cmd::Bench { megabytes, .. } => bench_offline(megabytes),
         Cmd::FuzzSeeds { corpus } => fuzz_seeds(&corpus),
     }
@@ -331,7 +334,7 @@ fn gen_pcap(out: &Path, target: u64, seed: u64) -> Result<(u64, u64)> {
     Ok((txs, w.bytes))
 }
 
-fn cargo_build() -> Result<()> {
+pub(crate) fn cargo_build() -> Result<()> {
     let st = Command::new(env!("CARGO"))
         .args(["build", "--release", "-p", "tapline-agent"])
         .status()?;

@@ -91,7 +91,12 @@ impl LiveCapture {
             .promisc(opts.promisc)
             .snaplen(i32::try_from(opts.snaplen).unwrap_or(65_535))
             .buffer_size(i32::try_from(opts.buffer_bytes).unwrap_or(i32::MAX))
-            .immediate_mode(true)
+            // Block-based TPACKET_V3 ring, blocks handed over at least every 100 ms:
+            // immediate mode would switch to fixed 64 KiB slots (few frames per MiB, a
+            // wake-up per frame) and lose frames under load for latency a passive
+            // sensor does not need.
+            .immediate_mode(false)
+            .timeout(100)
             .open()
             .map_err(|e| classify(name, e))?;
         let mut cap = cap.setnonblock().map_err(|e| classify(name, e))?;
@@ -128,11 +133,21 @@ impl LiveCapture {
         }
     }
 
-    /// Waits until a frame may be ready, at most `timeout`.
+    /// Waits until a frame may be ready, at most `timeout` (poll on the capture socket:
+    /// an idle reader costs nothing and wakes as soon as the ring has a frame).
     pub fn wait(&self, timeout: Duration) {
-        // libpcap offers no portable wait on a non-blocking handle: a short sleep keeps
-        // an idle reader cheap, and immediate mode keeps latency at the ring's.
-        std::thread::sleep(timeout.min(Duration::from_millis(2)));
+        use std::os::fd::AsRawFd;
+        let mut fd = libc::pollfd {
+            fd: self.cap.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        let ms = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
+        // SAFETY: one valid pollfd for the duration of the call.
+        let r = unsafe { libc::poll(&mut fd, 1, ms) };
+        if r < 0 {
+            std::thread::sleep(timeout.min(Duration::from_millis(2)));
+        }
     }
 
     pub fn stats(&mut self) -> KernelStats {
