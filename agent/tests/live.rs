@@ -45,7 +45,7 @@ fn captures_exact_transactions_across_a_veth() {
         eprintln!("\n*** live capture test SKIPPED: needs root and iproute2 ***\n");
         return;
     }
-    let mut lab = Lab::new();
+    let mut lab = Lab::create();
     let server = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/server.py");
     let server = server.to_str().unwrap().to_string();
     let ip = lab.server_ip.clone();

@@ -34,7 +34,7 @@ pub struct Lab {
 }
 
 impl Lab {
-    pub fn new() -> Lab {
+    pub fn create() -> Lab {
         let id = std::process::id();
         let ns = format!("tlsrv{id}");
         let host_if = format!("tlh{}", id % 100_000);

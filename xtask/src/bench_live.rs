@@ -73,7 +73,7 @@ pub fn run() -> Result<()> {
     crate::cargo_build()?;
     let dir = std::env::temp_dir().join(format!("tapline-bench-live-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
-    let mut lab = Lab::new();
+    let mut lab = Lab::create();
     let conf = dir.join("nginx.conf");
     std::fs::write(
         &conf,
