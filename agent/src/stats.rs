@@ -6,12 +6,14 @@ use crate::decode::DecodeError;
 use crate::pipeline::PipelineStats;
 use crate::reassembly::FlowStats;
 
+fn counter(s: &mut String, name: &str, value: u64) {
+    let _ = writeln!(s, "{name:<40} {value}");
+}
+
 /// Renders the counters as `name value` lines, one per counter, stable names.
 pub fn render(p: &PipelineStats, f: &FlowStats, file_truncated: u64) -> String {
     let mut s = String::new();
-    let mut line = |k: &str, v: u64| {
-        let _ = writeln!(s, "{k:<40} {v}");
-    };
+    let mut line = |k: &str, v: u64| counter(&mut s, k, v);
     line("packets", p.packets);
     line("bytes", p.bytes);
     line("tcp_segments", p.tcp_segments);
@@ -49,9 +51,7 @@ pub fn render(p: &PipelineStats, f: &FlowStats, file_truncated: u64) -> String {
 /// The extraction stage's counters, as `name value` lines.
 pub fn render_extract(x: &crate::extract::ExtractStats) -> String {
     let mut s = String::new();
-    let mut line = |k: &str, v: u64| {
-        let _ = writeln!(s, "{k:<40} {v}");
-    };
+    let mut line = |k: &str, v: u64| counter(&mut s, k, v);
     line("events", x.events);
     line("extract_jwt_verified", x.jwt_verified);
     line("extract_jwt_unverified", x.jwt_unverified);

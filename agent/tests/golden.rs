@@ -4,8 +4,9 @@
 //! with IPv4 fragments delivered last-first). Each capture's log must equal its
 //! `.jsonl`; `UPDATE_GOLDEN=1` rewrites them.
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use serde_json::Value;
 
@@ -18,20 +19,7 @@ fn read(capture: &Path) -> String {
 }
 
 fn run(capture: &Path, args: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_tapline-agent"))
-        .arg("read")
-        .args(args)
-        .arg("--config")
-        .arg(dir().join("agent.toml"))
-        .arg(capture)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
+    common::read_with(capture, &dir().join("agent.toml"), args).0
 }
 
 /// The `http` objects of a log, which do not depend on encapsulation or timing.

@@ -3,28 +3,14 @@
 //! OAuth client secrets), none appears in any output of the agent — the HTTP log, the
 //! events, the wire batches, the counters.
 
+mod common;
+
 use std::path::Path;
-use std::process::Command;
 
 fn agent(args: &[&str], capture: &Path, config: &Path) -> (String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_tapline-agent"))
-        .arg("read")
-        .args(args)
-        .arg("--stats")
-        .arg("--config")
-        .arg(config)
-        .arg(capture)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (
-        String::from_utf8(out.stdout).unwrap(),
-        String::from_utf8(out.stderr).unwrap(),
-    )
+    let mut all = vec!["--stats"];
+    all.extend_from_slice(args);
+    common::read_with(capture, config, &all)
 }
 
 #[test]

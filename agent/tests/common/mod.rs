@@ -36,3 +36,25 @@ pub fn capture_files(dir: &Path) -> Vec<PathBuf> {
     out.sort();
     out
 }
+
+/// Runs `tapline-agent read ARGS --config CONFIG CAPTURE`; returns stdout and stderr, and
+/// fails the test when the agent fails.
+pub fn read_with(capture: &Path, config: &Path, args: &[&str]) -> (String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tapline-agent"))
+        .arg("read")
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .arg(capture)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+    )
+}
