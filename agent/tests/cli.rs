@@ -94,3 +94,23 @@ fn truncated_file_keeps_what_came_before() {
     assert!(String::from_utf8_lossy(&out.stdout).lines().count() >= 4);
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn run_explains_bad_settings_in_one_line() {
+    let err = |args: &[&str]| {
+        let out = agent().arg("run").args(args).output().unwrap();
+        assert!(!out.status.success());
+        String::from_utf8(out.stderr).unwrap()
+    };
+    assert!(err(&[]).contains("no interface to capture on"));
+    let e = err(&["--iface", "tapline-nonexistent0"]);
+    assert!(
+        e.contains("no such interface") || e.contains("permission denied"),
+        "{e}"
+    );
+    if e.contains("no such interface") {
+        // With the rights to capture, a bad filter is named as such.
+        let e = err(&["--iface", "lo", "--filter", "tcp port"]);
+        assert!(e.contains("bad capture filter `tcp port`"), "{e}");
+    }
+}
