@@ -123,12 +123,22 @@ type Summary = (
 );
 
 fn summarize(t: &Transaction) -> Summary {
-    // A decoder that fails mid-body may lose the output it buffered, and how much it had
-    // buffered depends on how its input was cut (brotli's writer): decoded sizes and
-    // content of such bodies are not compared.
-    let failed = t
-        .anomalies
-        .contains(crate::http::Anomaly::DECOMPRESSION_FAILED);
+    // A decoder that fails mid-body may lose the output it buffered, and whether and when
+    // it notices a broken stream (trailing bytes after its end, a cut final block)
+    // depends on how its input was cut (flate2's and brotli's writers): for such bodies
+    // the failure flag, decoded sizes and content are not compared.
+    use crate::http::Anomaly;
+    let coded_and_cut = t.anomalies.contains(Anomaly::TRUNCATED_BODY)
+        && [&t.request, &t.response]
+            .into_iter()
+            .flatten()
+            .any(|h| h.header("content-encoding").is_some());
+    let failed = t.anomalies.contains(Anomaly::DECOMPRESSION_FAILED) || coded_and_cut;
+    let anomalies = if failed {
+        t.anomalies - Anomaly::DECOMPRESSION_FAILED
+    } else {
+        t.anomalies
+    };
     (
         t.tx_id,
         t.method().map(<[u8]>::to_vec),
@@ -141,7 +151,7 @@ fn summarize(t: &Transaction) -> Summary {
         } else {
             t.response_body.captured.clone()
         },
-        t.anomalies.bits(),
+        anomalies.bits(),
     )
 }
 
