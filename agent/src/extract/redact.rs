@@ -16,120 +16,159 @@ const SECRET_PARAMS: &[&str] = &[
     "client_secret",
 ];
 
+/// What a header holds, for redaction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeaderKind {
+    /// `Authorization`-style: keep the scheme, redact the credential.
+    Credential,
+    /// A bare secret (API-key headers).
+    Secret,
+    /// `Cookie`: every value.
+    Cookie,
+    /// `Set-Cookie`: the value, attributes kept.
+    SetCookie,
+}
+
 #[derive(Debug, Clone)]
 pub struct Redactor {
-    headers: Vec<String>,
+    /// Sensitive header names (lower case) by length: most names are ruled out by their
+    /// length, the rest by one comparison.
+    by_len: Vec<Vec<(String, HeaderKind)>>,
     params: Vec<String>,
     fingerprinter: Fingerprinter,
-    /// Lengths of the header names that may need redaction (most names are ruled out
-    /// by their length alone).
-    lengths: u128,
     /// The last secret and its fingerprint: keep-alive connections repeat the same one.
     last: std::cell::RefCell<Option<(Vec<u8>, u64)>>,
 }
 
 impl Redactor {
     pub fn new(config: &ExtractConfig, fingerprinter: Fingerprinter) -> Self {
-        let headers: Vec<String> = CREDENTIAL_HEADERS
+        let mut by_len: Vec<Vec<(String, HeaderKind)>> = vec![Vec::new(); 65];
+        let names = CREDENTIAL_HEADERS
             .iter()
-            .map(|s| s.to_string())
-            .chain(config.api_key_headers.iter().cloned())
-            .collect();
+            .map(|s| (s.to_string(), HeaderKind::Credential))
+            .chain(
+                config
+                    .api_key_headers
+                    .iter()
+                    .map(|s| (s.to_ascii_lowercase(), HeaderKind::Secret)),
+            )
+            .chain([
+                ("cookie".to_string(), HeaderKind::Cookie),
+                ("set-cookie".to_string(), HeaderKind::SetCookie),
+            ]);
+        for (name, kind) in names {
+            if let Some(slot) = by_len.get_mut(name.len())
+                && !slot.iter().any(|(n, _)| *n == name)
+            {
+                slot.push((name, kind));
+            }
+        }
         let params = SECRET_PARAMS
             .iter()
             .map(|s| s.to_string())
             .chain(config.api_key_params.iter().cloned())
             .chain(config.token_params.iter().cloned())
             .collect();
-        let lengths = headers
-            .iter()
-            .map(String::len)
-            .chain([b"cookie".len(), b"set-cookie".len()])
-            .filter(|&l| l < 128)
-            .fold(0u128, |m, l| m | 1 << l);
         Redactor {
-            headers,
+            by_len,
             params,
             fingerprinter,
-            lengths,
             last: std::cell::RefCell::new(None),
         }
     }
 
-    fn mark(&self, secret: &[u8]) -> String {
+    /// Whether (and how) a header's value must be redacted.
+    pub fn classify(&self, name: &[u8]) -> Option<HeaderKind> {
+        self.by_len
+            .get(name.len())?
+            .iter()
+            .find(|(n, _)| n.as_bytes().eq_ignore_ascii_case(name))
+            .map(|(_, k)| *k)
+    }
+
+    /// The fingerprint that stands for a secret in the log.
+    pub fn fingerprint(&self, secret: &[u8]) -> u64 {
         let mut last = self.last.borrow_mut();
-        let fp = match &*last {
+        match &*last {
             Some((s, fp)) if s == secret => *fp,
             _ => {
                 let fp = self.fingerprinter.fingerprint(secret);
                 *last = Some((secret.to_vec(), fp));
                 fp
             }
-        };
-        let mut out = String::with_capacity(21);
-        out.push_str("[fp:");
-        for i in (0..16).rev() {
-            out.push(char::from(
-                b"0123456789abcdef"[((fp >> (i * 4)) & 0xf) as usize],
-            ));
         }
-        out.push(']');
-        out
+    }
+
+    /// Appends `[fp:<16 hex digits>]` for a secret.
+    pub fn write_mark(&self, secret: &[u8], out: &mut Vec<u8>) {
+        let fp = self.fingerprint(secret);
+        out.extend_from_slice(b"[fp:");
+        for i in (0..16).rev() {
+            out.push(b"0123456789abcdef"[((fp >> (i * 4)) & 0xf) as usize]);
+        }
+        out.push(b']');
+    }
+
+    /// Appends the logged form of a header value of `kind`; `text` writes bytes that came
+    /// from the message (so the caller can escape them).
+    pub fn write_value(
+        &self,
+        kind: HeaderKind,
+        value: &[u8],
+        out: &mut Vec<u8>,
+        text: impl Fn(&mut Vec<u8>, &[u8]),
+    ) {
+        let trim = crate::http::head::trim;
+        match kind {
+            HeaderKind::Cookie => {
+                for (i, c) in value.split(|&b| b == b';').enumerate() {
+                    if i > 0 {
+                        out.extend_from_slice(b"; ");
+                    }
+                    let c = trim(c);
+                    match c.iter().position(|&b| b == b'=') {
+                        Some(eq) => {
+                            text(out, &c[..=eq]);
+                            self.write_mark(&c[eq + 1..], out);
+                        }
+                        None => self.write_mark(c, out),
+                    }
+                }
+            }
+            HeaderKind::SetCookie => {
+                let (first, attrs) = match value.iter().position(|&b| b == b';') {
+                    Some(i) => (&value[..i], &value[i..]),
+                    None => (value, &value[value.len()..]),
+                };
+                match first.iter().position(|&b| b == b'=') {
+                    Some(eq) => {
+                        text(out, &first[..=eq]);
+                        self.write_mark(&first[eq + 1..], out);
+                    }
+                    None => self.write_mark(first, out),
+                }
+                text(out, attrs);
+            }
+            HeaderKind::Credential => {
+                let v = trim(value);
+                match v.iter().position(|&b| b == b' ') {
+                    Some(i) => {
+                        text(out, &v[..=i]);
+                        self.write_mark(trim(&v[i + 1..]), out);
+                    }
+                    None => self.write_mark(v, out),
+                }
+            }
+            HeaderKind::Secret => self.write_mark(trim(value), out),
+        }
     }
 
     /// The logged value of a header, when it must not be logged as sent.
     pub fn header(&self, name: &[u8], value: &[u8]) -> Option<String> {
-        if name.len() >= 128 || self.lengths & (1 << name.len()) == 0 {
-            return None;
-        }
-        if name.eq_ignore_ascii_case(b"cookie") {
-            let parts: Vec<String> = value
-                .split(|&b| b == b';')
-                .map(|c| {
-                    let c = crate::http::head::trim(c);
-                    match c.iter().position(|&b| b == b'=') {
-                        Some(i) => format!(
-                            "{}={}",
-                            String::from_utf8_lossy(&c[..i]),
-                            self.mark(&c[i + 1..])
-                        ),
-                        None => self.mark(c),
-                    }
-                })
-                .collect();
-            return Some(parts.join("; "));
-        }
-        if name.eq_ignore_ascii_case(b"set-cookie") {
-            let (first, attrs) = match value.iter().position(|&b| b == b';') {
-                Some(i) => (&value[..i], &value[i..]),
-                None => (value, &value[value.len()..]),
-            };
-            let cookie = match first.iter().position(|&b| b == b'=') {
-                Some(i) => format!(
-                    "{}={}",
-                    String::from_utf8_lossy(&first[..i]),
-                    self.mark(&first[i + 1..])
-                ),
-                None => self.mark(first),
-            };
-            return Some(format!("{cookie}{}", String::from_utf8_lossy(attrs)));
-        }
-        if listed(&self.headers, name) {
-            let v = crate::http::head::trim(value);
-            // Keep the scheme of an Authorization value: "Bearer [fp:…]".
-            return Some(match v.iter().position(|&b| b == b' ') {
-                Some(i)
-                    if name.eq_ignore_ascii_case(b"authorization")
-                        || name.eq_ignore_ascii_case(b"proxy-authorization") =>
-                {
-                    let mut out = String::from_utf8_lossy(&v[..=i]).into_owned();
-                    out.push_str(&self.mark(crate::http::head::trim(&v[i + 1..])));
-                    out
-                }
-                _ => self.mark(v),
-            });
-        }
-        None
+        let kind = self.classify(name)?;
+        let mut out = Vec::new();
+        self.write_value(kind, value, &mut out, |o, t| o.extend_from_slice(t));
+        Some(String::from_utf8_lossy(&out).into_owned())
     }
 
     /// A request target with the values of secret query parameters replaced.
@@ -144,7 +183,7 @@ impl Redactor {
             match pair.iter().position(|&b| b == b'=') {
                 Some(eq) if listed(&self.params, &super::form_decode(&pair[..eq])) => {
                     out.extend_from_slice(&pair[..=eq]);
-                    out.extend_from_slice(self.mark(&pair[eq + 1..]).as_bytes());
+                    self.write_mark(&pair[eq + 1..], &mut out);
                     changed = true;
                 }
                 _ => out.extend_from_slice(pair),

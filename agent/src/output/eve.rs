@@ -224,8 +224,8 @@ fn headers(out: &mut Vec<u8>, h: &Head, redact: Option<&Redactor>) {
         });
         write_str_body(out, n);
         out.extend_from_slice(b"\",\"value\":\"");
-        match redact.and_then(|r| r.header(n, v)) {
-            Some(r) => write_str_body(out, r.as_bytes()),
+        match redact.and_then(|r| r.classify(n).map(|k| (r, k))) {
+            Some((r, kind)) => r.write_value(kind, v, out, write_str_body),
             None => write_str_body(out, v),
         }
         out.extend_from_slice(b"\"}");
