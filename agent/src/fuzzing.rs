@@ -123,17 +123,17 @@ type Summary = (
 );
 
 fn summarize(t: &Transaction) -> Summary {
-    // A decoder that fails mid-body may lose the output it buffered, and whether and when
-    // it notices a broken stream (trailing bytes after its end, a cut final block)
-    // depends on how its input was cut (flate2's and brotli's writers): for such bodies
-    // the failure flag, decoded sizes and content are not compared.
+    // On a broken compressed stream, how much output a decoder had produced when it
+    // noticed (or whether it noticed before the body ended) depends on how its input was
+    // cut (flate2's and brotli's streaming writers buffer differently): for content-coded
+    // bodies the failure flag, decoded sizes and content are not compared. Framing,
+    // pairing, transferred sizes and every other flag are.
     use crate::http::Anomaly;
-    let coded_and_cut = t.anomalies.contains(Anomaly::TRUNCATED_BODY)
-        && [&t.request, &t.response]
-            .into_iter()
-            .flatten()
-            .any(|h| h.header("content-encoding").is_some());
-    let failed = t.anomalies.contains(Anomaly::DECOMPRESSION_FAILED) || coded_and_cut;
+    let coded = [&t.request, &t.response]
+        .into_iter()
+        .flatten()
+        .any(|h| h.header("content-encoding").is_some());
+    let failed = t.anomalies.contains(Anomaly::DECOMPRESSION_FAILED) || coded;
     let anomalies = if failed {
         t.anomalies - Anomaly::DECOMPRESSION_FAILED
     } else {
@@ -144,8 +144,16 @@ fn summarize(t: &Transaction) -> Summary {
         t.method().map(<[u8]>::to_vec),
         t.uri().map(<[u8]>::to_vec),
         t.status(),
-        if failed { 0 } else { t.request_body.decoded },
-        if failed { 0 } else { t.response_body.decoded },
+        if failed {
+            t.request_body.transferred
+        } else {
+            t.request_body.decoded
+        },
+        if failed {
+            t.response_body.transferred
+        } else {
+            t.response_body.decoded
+        },
         if failed {
             Vec::new()
         } else {
