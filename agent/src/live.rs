@@ -47,6 +47,8 @@ pub struct LiveConfig {
     pub queue: usize,
     pub pipeline: PipelineConfig,
     pub extract: ExtractConfig,
+    /// The node id in events.
+    pub agent: String,
     pub log: LogFormat,
     pub redact: bool,
     pub bodies: bool,
@@ -487,7 +489,10 @@ impl Worker {
     fn run(self) {
         let mut pipeline = Pipeline::new(self.config.pipeline);
         let mut extractor = match Extractor::new(self.config.extract.clone()) {
-            Ok(x) => x,
+            Ok(mut x) => {
+                x.set_agent(&self.config.agent);
+                x
+            }
             Err(e) => {
                 eprintln!("worker {}: {e}", self.index);
                 return;
@@ -562,7 +567,8 @@ impl Worker {
                 {
                     generation = r.0;
                     match Extractor::new(cfg.clone()) {
-                        Ok(x) => {
+                        Ok(mut x) => {
+                            x.set_agent(&self.config.agent);
                             extractor = x;
                             redactor = Redactor::new(
                                 extractor.config(),

@@ -177,6 +177,7 @@ fn read(args: ReadArgs) -> Result<()> {
     };
     let mut extractor =
         Extractor::new(agent_config.extract.clone()).context("in the [extract] configuration")?;
+    extractor.set_agent(&agent_config.agent_id());
     if extractor.fingerprinter().ephemeral && args.log == LogKind::Events {
         eprintln!(
             "note: no [extract] fingerprint_key configured: fingerprints are keyed with a random key and differ between runs and nodes"
@@ -334,6 +335,7 @@ fn run(args: RunArgs) -> Result<()> {
         queue: args.queue.or(cap.queue).unwrap_or(8192).max(1),
         pipeline,
         extract: agent_config.extract.clone(),
+        agent: agent_config.agent_id(),
         log: match args.log {
             LogKind::Http => LogFormat::Http,
             LogKind::Events => LogFormat::Events,

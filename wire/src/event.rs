@@ -8,6 +8,9 @@ use serde::{Deserialize, Serialize};
 /// One API call: who acted, on what, with what result.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Event {
+    /// The agent (node) that saw the call. On the wire it is the batch's, once.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub agent: String,
     /// Packet time of the request (microseconds since the Unix epoch).
     pub ts_us: i64,
     pub flow_id: u64,

@@ -59,7 +59,7 @@ pub enum WireError {
     TooManyEvents,
 }
 
-/// A batch of one agent's events.
+/// A batch of one agent's events. Decoded events carry the batch's agent.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Batch {
     /// The agent (node) that produced the events.

@@ -354,6 +354,7 @@ pub(crate) fn decode_body(body: &[u8]) -> Result<Batch, WireError> {
         ts = ts.wrapping_add(e.dt);
         let f = get(&b.flows, e.flow)?;
         events.push(Event {
+            agent: b.agent.clone(),
             ts_us: ts,
             flow_id: f.id,
             client: Endpoint {

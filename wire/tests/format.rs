@@ -36,6 +36,7 @@ fn sample() -> Batch {
         verified: None,
     };
     let first = Event {
+        agent: "node-a".into(),
         ts_us: 1_762_041_600_123_456,
         flow_id: 0x0007_aaaa_bbbb_cccc,
         client: ep("198.51.100.7", 40_000),

@@ -101,6 +101,8 @@ pub struct Extractor {
     templates: Templater,
     proxies: Vec<Cidr>,
     keys: jwt::KeySet,
+    /// The node id put in every event.
+    agent: String,
     pub stats: ExtractStats,
 }
 
@@ -189,8 +191,14 @@ impl Extractor {
             templates,
             proxies,
             keys,
+            agent: String::new(),
             stats: ExtractStats::default(),
         })
+    }
+
+    /// Names the node in every event from now on.
+    pub fn set_agent(&mut self, id: &str) {
+        self.agent = id.to_string();
     }
 
     pub fn fingerprinter(&self) -> &Fingerprinter {
@@ -488,6 +496,7 @@ impl Extractor {
             .filter(|h| !h.is_empty());
         self.stats.events += 1;
         Some(Event {
+            agent: self.agent.clone(),
             ts_us: ts,
             flow_id: meta.flow_id,
             client: Endpoint {
