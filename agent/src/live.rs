@@ -188,6 +188,36 @@ impl Default for Metrics {
     }
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rotation_keeps_one_old_file_and_never_touches_devices() {
+        let dir = std::env::temp_dir().join(format!("tapline-rotate-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("log.json");
+        let mut f = RotatingFile::create(path.clone(), 100).unwrap();
+        for _ in 0..25 {
+            f.write_all(b"0123456789").unwrap();
+        }
+        f.flush().unwrap();
+        let old = std::fs::read(dir.join("log.json.1")).unwrap();
+        let cur = std::fs::read(&path).unwrap();
+        assert_eq!((old.len(), cur.len()), (100, 50));
+        let _ = std::fs::remove_dir_all(&dir);
+
+        let mut null = RotatingFile::create(PathBuf::from("/dev/null"), 10).unwrap();
+        for _ in 0..10 {
+            null.write_all(b"0123456789").unwrap();
+        }
+        null.flush().unwrap();
+        let meta = std::fs::metadata("/dev/null").unwrap();
+        assert!(!meta.is_file(), "/dev/null is still a device");
+        assert!(!std::path::Path::new("/dev/null.1").exists());
+    }
+}
+
 #[derive(Default)]
 struct Snapshot {
     flows: u64,
@@ -233,7 +263,8 @@ pub fn serve_metrics(
 }
 
 /// The log file, replaced by a fresh one when it reaches its size limit (the full one is
-/// kept as `FILE.1`).
+/// kept as `FILE.1`). Only regular files rotate: a device (`/dev/null`), pipe or socket
+/// given as the log is written to, never renamed.
 pub struct RotatingFile {
     path: PathBuf,
     max_bytes: u64,
@@ -243,12 +274,13 @@ pub struct RotatingFile {
 
 impl RotatingFile {
     pub fn create(path: PathBuf, max_bytes: u64) -> std::io::Result<Self> {
-        let file = std::io::BufWriter::new(std::fs::File::create(&path)?);
+        let file = std::fs::File::create(&path)?;
+        let regular = file.metadata()?.is_file();
         Ok(RotatingFile {
             path,
-            max_bytes,
+            max_bytes: if regular { max_bytes } else { 0 },
             written: 0,
-            file,
+            file: std::io::BufWriter::new(file),
         })
     }
 }
