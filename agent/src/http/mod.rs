@@ -362,7 +362,6 @@ impl HttpConnection {
         let d = side as usize;
         if side == Side::Server {
             self.server_seen = true;
-            self.complete_waiting_request(ts, out);
         }
         while !data.is_empty() {
             let used = match &mut self.dirs[d].state {
@@ -382,7 +381,14 @@ impl HttpConnection {
                 }
                 State::Resync => self.resync(side, data),
                 State::Body(_) => self.body_data(side, data, ts, out),
-                State::Head { .. } => self.head_data(side, data, ts, out),
+                State::Head { .. } => {
+                    // A response starting while the client's head has no end yet answers
+                    // it (wherever TCP cut the bytes).
+                    if side == Side::Server && self.dirs[d].head_buf.is_empty() {
+                        self.complete_waiting_request(ts, out);
+                    }
+                    self.head_data(side, data, ts, out)
+                }
             };
             data = &data[used..];
         }
