@@ -360,6 +360,9 @@ impl HttpConnection {
     /// Bytes from one side, in stream order.
     pub fn data(&mut self, side: Side, mut data: &[u8], ts: Micros, out: &mut Vec<Transaction>) {
         let d = side as usize;
+        if data.is_empty() {
+            return;
+        }
         if side == Side::Server {
             self.server_seen = true;
         }
