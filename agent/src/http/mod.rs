@@ -450,7 +450,14 @@ impl HttpConnection {
         };
         dir.resync_discard = false;
         if starts {
-            // The buffered start of the line stays; head parsing reads the rest.
+            // The buffered start of the line stays; head parsing reads the rest. Line
+            // ends before it are dropped, as head parsing drops them at a message start.
+            let lead = dir
+                .head_buf
+                .iter()
+                .take_while(|&&b| b == b'\r' || b == b'\n')
+                .count();
+            dir.head_buf.drain(..lead);
             dir.state = State::Head {
                 lines: 0,
                 line_start: 0,
