@@ -384,10 +384,10 @@ impl HttpConnection {
                 }
                 State::Resync => self.resync(side, data),
                 State::Body(_) => self.body_data(side, data, ts, out),
-                State::Head { .. } => {
+                State::Head { lines, .. } => {
                     // A response starting while the client's head has no end yet answers
-                    // it (wherever TCP cut the bytes).
-                    if side == Side::Server && self.dirs[d].head_buf.is_empty() {
+                    // it (wherever TCP cut the bytes, and however resync found it).
+                    if side == Side::Server && *lines == 0 {
                         self.complete_waiting_request(ts, out);
                     }
                     self.head_data(side, data, ts, out)
