@@ -518,6 +518,16 @@ impl HttpConnection {
                 // The head is longer than allowed: parse what fits and skip the rest.
                 dir.head_buf.extend_from_slice(&data[pos..pos + room]);
                 let consumed = pos + room;
+                let first_line = *lines == 0;
+                if first_line && !self.detected && !self.first_line_plausible(side) {
+                    // The same decision as for a long first line cut anywhere else.
+                    if side == Side::Client && !self.server_seen {
+                        self.doubtful = true;
+                    } else {
+                        self.not_http();
+                        return data.len();
+                    }
+                }
                 self.head_complete(side, ts, Anomaly::HEAD_TOO_LONG, out);
                 self.dirs[d].state = State::Resync;
                 return consumed;
@@ -526,12 +536,7 @@ impl HttpConnection {
             pos = end;
             if nl.is_none() {
                 if !self.detected && self.dirs[d].head_buf.len() >= DETECT_WINDOW {
-                    let buf = &self.dirs[d].head_buf;
-                    let plausible = match side {
-                        Side::Client => head::plausible_request_line(buf),
-                        Side::Server => head::looks_like_status_line(buf),
-                    };
-                    if !plausible {
+                    if !self.first_line_plausible(side) {
                         if side == Side::Client && !self.server_seen {
                             self.doubtful = true;
                         } else {
@@ -588,6 +593,15 @@ impl HttpConnection {
                 self.head_complete(side, ts, Anomaly::empty(), out);
                 return pos;
             }
+        }
+    }
+
+    /// Whether the first line buffered so far (complete or not) could start HTTP.
+    fn first_line_plausible(&self, side: Side) -> bool {
+        let buf = &self.dirs[side as usize].head_buf;
+        match side {
+            Side::Client => head::plausible_request_line(buf),
+            Side::Server => head::looks_like_status_line(buf),
         }
     }
 
