@@ -535,13 +535,14 @@ impl HttpConnection {
             dir.head_buf.extend_from_slice(&data[pos..end]);
             pos = end;
             if nl.is_none() {
-                if !self.detected && self.dirs[d].head_buf.len() >= DETECT_WINDOW {
-                    if !self.first_line_plausible(side) {
-                        if side == Side::Client && !self.server_seen {
-                            self.doubtful = true;
-                        } else {
-                            self.not_http();
-                        }
+                if !self.detected
+                    && self.dirs[d].head_buf.len() >= DETECT_WINDOW
+                    && !self.first_line_plausible(side)
+                {
+                    if side == Side::Client && !self.server_seen {
+                        self.doubtful = true;
+                    } else {
+                        self.not_http();
                     }
                 }
                 return pos;
