@@ -404,21 +404,21 @@ fn zeek_field(tx: &Value, col: &str) -> Value {
     }
 }
 
-fn percent_decode(s: &str) -> String {
+/// Decodes every `marker` followed by two hex digits into the byte they name; anything
+/// else is kept as it is.
+fn decode_hex_escapes(s: &str, marker: &[u8]) -> String {
     let b = s.as_bytes();
+    let hex = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        if b[i] == b'%'
-            && i + 2 < b.len()
-            && b[i + 1].is_ascii_hexdigit()
-            && b[i + 2].is_ascii_hexdigit()
-            && let Some(v) = s
-                .get(i + 1..i + 3)
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
+        let m = marker.len();
+        if b[i..].starts_with(marker)
+            && let (Some(&h), Some(&l)) = (b.get(i + m), b.get(i + m + 1))
+            && let (Some(h), Some(l)) = (hex(h), hex(l))
         {
-            out.push(v);
-            i += 3;
+            out.push(h << 4 | l);
+            i += m + 2;
             continue;
         }
         out.push(b[i]);
@@ -427,24 +427,14 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).to_string()
 }
 
+/// `%XX` escapes of a URI.
+fn percent_decode(s: &str) -> String {
+    decode_hex_escapes(s, b"%")
+}
+
+/// Zeek's ASCII-log escapes, `\xNN`.
 fn zeek_unescape(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::new();
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\'
-            && i + 3 < b.len()
-            && b.get(i + 1) == Some(&b'x')
-            && let Ok(v) = u8::from_str_radix(&s[i + 2..i + 4], 16)
-        {
-            out.push(v);
-            i += 4;
-            continue;
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).to_string()
+    decode_hex_escapes(s, b"\\x")
 }
 
 fn zeek_tx_matches(tx: &Value, line: &serde_json::Map<String, Value>) -> bool {
