@@ -23,6 +23,7 @@ pub struct AgentConfig {
     pub agent: AgentSection,
     pub capture: CaptureSection,
     pub extract: ExtractConfig,
+    pub ship: crate::ship::ShipConfig,
 }
 
 /// `[capture]`: live capture settings of `tapline-agent run` (command-line flags win).
@@ -61,13 +62,39 @@ impl AgentConfig {
         toml::from_str(&text).map_err(|e| ConfigFileError::Parse(path.to_path_buf(), e))
     }
 
-    /// The node id: configured, else the host name.
+    /// The node id: configured, else `NODE_NAME` (a DaemonSet passes the node's name
+    /// there), else the host name.
     pub fn agent_id(&self) -> String {
-        self.agent.id.clone().unwrap_or_else(|| {
-            std::fs::read_to_string("/proc/sys/kernel/hostname")
-                .map(|h| h.trim().to_string())
-                .unwrap_or_else(|_| "unknown".to_string())
-        })
+        self.agent
+            .id
+            .clone()
+            .or_else(|| std::env::var("NODE_NAME").ok().filter(|n| !n.is_empty()))
+            .unwrap_or_else(|| {
+                std::fs::read_to_string("/proc/sys/kernel/hostname")
+                    .map(|h| h.trim().to_string())
+                    .unwrap_or_else(|_| "unknown".to_string())
+            })
+    }
+
+    /// Applies a bundle: the agent's name (a bundle issued to one node names it; a fleet
+    /// bundle leaves it to [`Self::agent_id`]) and, unless configured, the fleet's
+    /// fingerprint key.
+    pub fn apply_bundle(&mut self, bundle: &tapline_wire::bundle::Bundle) -> Result<(), String> {
+        if !bundle.fleet {
+            if let Some(id) = &self.agent.id
+                && *id != bundle.name
+            {
+                return Err(format!(
+                    "[agent] id is {id:?} but the bundle was issued to {:?} (enroll with --fleet to share a bundle)",
+                    bundle.name
+                ));
+            }
+            self.agent.id = Some(bundle.name.clone());
+        }
+        if self.extract.fingerprint_key.is_none() {
+            self.extract.fingerprint_key = Some(bundle.fingerprint_key.clone());
+        }
+        Ok(())
     }
 }
 

@@ -13,4 +13,5 @@ pub mod live;
 pub mod output;
 pub mod pipeline;
 pub mod reassembly;
+pub mod ship;
 pub mod stats;

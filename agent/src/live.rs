@@ -36,6 +36,8 @@ use crate::reassembly::FlowMeta;
 pub enum LogFormat {
     Http,
     Events,
+    /// No log (the events are shipped).
+    None,
 }
 
 #[derive(Debug, Clone)]
@@ -52,6 +54,8 @@ pub struct LiveConfig {
     pub log: LogFormat,
     pub redact: bool,
     pub bodies: bool,
+    /// Batching rules when events are shipped.
+    pub ship: crate::ship::ShipConfig,
 }
 
 type Labels = Vec<(String, String)>;
@@ -71,6 +75,8 @@ pub struct Metrics {
     transactions: Counter,
     events: Counter,
     http_parse_errors: Counter,
+    /// The ship stage's counters (zero when not shipping).
+    pub ship: crate::ship::ShipMetrics,
 }
 
 fn label(k: &str, v: &str) -> Labels {
@@ -93,8 +99,60 @@ impl Metrics {
             transactions: Counter::default(),
             events: Counter::default(),
             http_parse_errors: Counter::default(),
+            ship: crate::ship::ShipMetrics::default(),
             registry: Registry::default(),
         };
+        let s = &m.ship;
+        registry.register(
+            "ship_events_spooled",
+            "Events handed to the spool (to be sent)",
+            s.events_spooled.clone(),
+        );
+        registry.register(
+            "ship_batches_acked",
+            "Batches the collector acked as newly stored",
+            s.batches_acked.clone(),
+        );
+        registry.register(
+            "ship_batches_duplicate",
+            "Batches the collector acked as already stored (resent after a failure)",
+            s.batches_duplicate.clone(),
+        );
+        registry.register(
+            "ship_dropped_batches",
+            "Batches dropped because the spool was full",
+            s.dropped_batches.clone(),
+        );
+        registry.register(
+            "ship_dropped_events",
+            "Events dropped because the spool was full",
+            s.dropped_events.clone(),
+        );
+        registry.register(
+            "ship_pending_batches",
+            "Batches waiting for an ack (spooled or in flight)",
+            s.pending_batches.clone(),
+        );
+        registry.register(
+            "ship_pending_bytes",
+            "Bytes of batches waiting for an ack",
+            s.pending_bytes.clone(),
+        );
+        registry.register(
+            "ship_connected",
+            "1 while a collector session is up",
+            s.connected.clone(),
+        );
+        registry.register(
+            "ship_connects",
+            "Collector sessions opened",
+            s.connects.clone(),
+        );
+        registry.register(
+            "ship_connect_failures",
+            "Collector sessions that failed or ended in error",
+            s.connect_failures.clone(),
+        );
         registry.register(
             "packets",
             "Frames captured, per interface",
@@ -356,6 +414,7 @@ impl Live {
         config: LiveConfig,
         metrics: Arc<Metrics>,
         output: SharedOutput,
+        shipper: Option<Arc<crate::ship::Shipper>>,
     ) -> Result<Live, LiveError> {
         let captures: Vec<LiveCapture> = config
             .ifaces
@@ -384,6 +443,7 @@ impl Live {
                 metrics: metrics.clone(),
                 output: output.clone(),
                 reload: reload.clone(),
+                shipper: shipper.clone(),
             };
             workers.push(std::thread::spawn(move || w.run()));
         }
@@ -512,6 +572,7 @@ struct Worker {
     metrics: Arc<Metrics>,
     output: SharedOutput,
     reload: Arc<Mutex<(u64, Option<ExtractConfig>)>>,
+    shipper: Option<Arc<crate::ship::Shipper>>,
 }
 
 /// Bytes of log a worker gathers before taking the output lock.
@@ -539,25 +600,37 @@ impl Worker {
         let log = self.config.log;
         let redact = self.config.redact;
         let bodies = self.config.bodies;
+        let shipper = self.shipper.clone();
+        let mut batcher = crate::ship::EventBatcher::new(&self.config.ship);
+        let submit = |batch: Option<Vec<tapline_wire::Event>>| {
+            if let (Some(s), Some(b)) = (&shipper, batch)
+                && let Err(e) = s.submit(b)
+            {
+                eprintln!("worker {}: {e}", self.index);
+            }
+        };
         let emit = |meta: &FlowMeta,
                     tx: Transaction,
                     pending: &mut Vec<u8>,
                     extractor: &mut Extractor,
-                    redactor: &Redactor| {
-            match log {
-                LogFormat::Http => {
-                    let opts = EveOptions {
-                        bodies,
-                        redact: redact.then_some(redactor),
-                    };
-                    write_transaction(pending, meta, &tx, &opts);
+                    redactor: &Redactor,
+                    batcher: &mut crate::ship::EventBatcher| {
+            if log == LogFormat::Http {
+                let opts = EveOptions {
+                    bodies,
+                    redact: redact.then_some(redactor),
+                };
+                write_transaction(pending, meta, &tx, &opts);
+            }
+            if log == LogFormat::Events || shipper.is_some() {
+                let Some(e) = extractor.event(meta, &tx) else {
+                    return;
+                };
+                if log == LogFormat::Events && serde_json::to_writer(&mut *pending, &e).is_ok() {
+                    pending.push(b'\n');
                 }
-                LogFormat::Events => {
-                    if let Some(e) = extractor.event(meta, &tx)
-                        && serde_json::to_writer(&mut *pending, &e).is_ok()
-                    {
-                        pending.push(b'\n');
-                    }
+                if shipper.is_some() {
+                    submit(batcher.push(e));
                 }
             }
         };
@@ -566,9 +639,19 @@ impl Worker {
             let ended = matches!(msg, Err(crossbeam_channel::RecvTimeoutError::Disconnected));
             if let Ok(m) = msg {
                 pipeline.frame(m.linktype, m.ts, &m.buf, &mut |meta, tx| {
-                    emit(meta, tx, &mut pending, &mut extractor, &redactor)
+                    emit(
+                        meta,
+                        tx,
+                        &mut pending,
+                        &mut extractor,
+                        &redactor,
+                        &mut batcher,
+                    )
                 });
                 let _ = self.pool.try_send(m.buf);
+            }
+            if shipper.is_some() {
+                submit(if ended { batcher.take() } else { batcher.due() });
             }
             let idle = last_tick.elapsed() >= Duration::from_secs(1);
             if ended || idle {
@@ -580,12 +663,29 @@ impl Worker {
                     .unwrap_or(0);
                 if ended {
                     pipeline.finish(&mut |meta, tx| {
-                        emit(meta, tx, &mut pending, &mut extractor, &redactor)
+                        emit(
+                            meta,
+                            tx,
+                            &mut pending,
+                            &mut extractor,
+                            &redactor,
+                            &mut batcher,
+                        )
                     });
                 } else {
                     pipeline.tick(now, &mut |meta, tx| {
-                        emit(meta, tx, &mut pending, &mut extractor, &redactor)
+                        emit(
+                            meta,
+                            tx,
+                            &mut pending,
+                            &mut extractor,
+                            &redactor,
+                            &mut batcher,
+                        )
                     });
+                }
+                if ended {
+                    submit(batcher.take());
                 }
                 self.metrics
                     .add_pipeline(&pipeline.stats(), &pipeline.flow_stats(), &mut snapshot);

@@ -56,8 +56,12 @@ struct RunArgs {
     /// Frames queued per worker before new ones are dropped and counted [default: 8192].
     #[arg(long)]
     queue: Option<usize>,
-    #[arg(long, value_enum, default_value_t = LogKind::Http)]
-    log: LogKind,
+    /// What to write: `http` (the EVE transaction log, the default unless shipping) or
+    /// `events` (the events, as JSON lines).
+    #[arg(long, value_enum)]
+    log: Option<LogKind>,
+    #[command(flatten)]
+    ship: ShipArgs,
     /// Write the log here (rotated at --rotate-mb) instead of standard output.
     #[arg(long)]
     out: Option<PathBuf>,
@@ -91,10 +95,12 @@ struct ReadArgs {
     /// Print end-of-run counters to standard error.
     #[arg(long)]
     stats: bool,
-    /// What to write: `http` (the EVE transaction log) or `events` (the events the agent
-    /// ships, as JSON lines).
-    #[arg(long, value_enum, default_value_t = LogKind::Http)]
-    log: LogKind,
+    /// What to write: `http` (the EVE transaction log, the default unless shipping) or
+    /// `events` (the events the agent ships, as JSON lines).
+    #[arg(long, value_enum)]
+    log: Option<LogKind>,
+    #[command(flatten)]
+    ship: ShipArgs,
     /// Agent configuration (TOML): extraction rules, fingerprint key, trusted proxies.
     #[arg(long)]
     config: Option<PathBuf>,
@@ -110,6 +116,83 @@ struct ReadArgs {
 enum LogKind {
     Http,
     Events,
+}
+
+/// Shipping to a collector.
+#[derive(Args, Clone)]
+struct ShipArgs {
+    /// Ship events to the collector(s) named in the bundle.
+    #[arg(long)]
+    ship: bool,
+    /// Agent bundle from `tapline-collector enroll` [default: the config's [ship] bundle].
+    #[arg(long)]
+    bundle: Option<PathBuf>,
+    /// Spool directory: unacked batches survive restarts there [default: [ship] spool_dir,
+    /// else memory].
+    #[arg(long)]
+    spool: Option<PathBuf>,
+    /// Spool bound in MiB; batches past it are dropped and counted [default: 256].
+    #[arg(long)]
+    spool_max_mb: Option<f64>,
+    /// Collector address (`host:port`) instead of the bundle's list; repeat for failover.
+    #[arg(long = "collector")]
+    collectors: Vec<String>,
+}
+
+impl ShipArgs {
+    /// Loads the bundle and applies it to the configuration (agent name, fingerprint
+    /// key); returns it with the effective ship settings.
+    fn prepare(
+        &self,
+        config: &mut AgentConfig,
+    ) -> Result<
+        Option<(
+            tapline_wire::bundle::Bundle,
+            tapline_agent::ship::ShipConfig,
+        )>,
+    > {
+        if !self.ship {
+            return Ok(None);
+        }
+        let mut ship = config.ship.clone();
+        if let Some(b) = &self.bundle {
+            ship.bundle = Some(b.clone());
+        }
+        if let Some(d) = &self.spool {
+            ship.spool_dir = Some(d.clone());
+        }
+        if let Some(m) = self.spool_max_mb {
+            ship.spool_max_mb = m;
+        }
+        if !self.collectors.is_empty() {
+            ship.collectors = self.collectors.clone();
+        }
+        let path = ship.bundle.clone().context(
+            "--ship needs a bundle: pass --bundle FILE (from `tapline-collector enroll`)",
+        )?;
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading the bundle {}", path.display()))?;
+        let bundle = tapline_wire::bundle::Bundle::parse(&text)
+            .with_context(|| format!("in the bundle {}", path.display()))?;
+        config
+            .apply_bundle(&bundle)
+            .map_err(anyhow::Error::msg)
+            .with_context(|| format!("with the bundle {}", path.display()))?;
+        Ok(Some((bundle, ship)))
+    }
+}
+
+fn start_shipper(
+    agent: &str,
+    prepared: &(
+        tapline_wire::bundle::Bundle,
+        tapline_agent::ship::ShipConfig,
+    ),
+    metrics: tapline_agent::ship::ShipMetrics,
+) -> Result<tapline_agent::ship::Shipper> {
+    let (bundle, ship) = prepared;
+    tapline_agent::ship::Shipper::start(agent, bundle, ship, metrics)
+        .context("starting the shipper")
 }
 
 /// Data-path settings shared by every capture source.
@@ -171,21 +254,39 @@ fn read(args: ReadArgs) -> Result<()> {
         None => Box::new(io::stdout().lock()),
     };
     let mut out = BufWriter::with_capacity(1 << 16, &mut out);
-    let agent_config = match &args.config {
+    let mut agent_config = match &args.config {
         Some(p) => AgentConfig::load(p)?,
         None => AgentConfig::default(),
     };
+    let ship = args.ship.prepare(&mut agent_config)?;
+    let log = args.log.or(if ship.is_some() {
+        None
+    } else {
+        Some(LogKind::Http)
+    });
+    let shipper = match &ship {
+        Some(p) => Some(start_shipper(
+            &agent_config.agent_id(),
+            p,
+            Default::default(),
+        )?),
+        None => None,
+    };
+    let mut batcher = ship
+        .as_ref()
+        .map(|(_, c)| tapline_agent::ship::EventBatcher::new(c));
+    let mut submit_err: Option<anyhow::Error> = None;
     let mut extractor =
         Extractor::new(agent_config.extract.clone()).context("in the [extract] configuration")?;
     extractor.set_agent(&agent_config.agent_id());
-    if extractor.fingerprinter().ephemeral && args.log == LogKind::Events {
+    if extractor.fingerprinter().ephemeral && log == Some(LogKind::Events) {
         eprintln!(
             "note: no [extract] fingerprint_key configured: fingerprints are keyed with a random key and differ between runs and nodes"
         );
     }
     let redactor = Redactor::new(extractor.config(), extractor.fingerprinter().clone());
     let mut config = args.tuning.config();
-    if !args.bodies && args.log == LogKind::Http {
+    if !args.bodies && log == Some(LogKind::Http) && ship.is_none() {
         // The HTTP log shows no body content: none is kept (sizes are still counted).
         config.http.body.capture_limit = 0;
     }
@@ -196,18 +297,24 @@ fn read(args: ReadArgs) -> Result<()> {
     };
     let mut line = Vec::with_capacity(4096);
     let mut write_err: Option<io::Error> = None;
-    let log = args.log;
     let mut sink = |meta: &_, tx: _| {
         line.clear();
-        match log {
-            LogKind::Http => write_transaction(&mut line, meta, &tx, &opts),
-            LogKind::Events => {
-                let Some(event) = extractor.event(meta, &tx) else {
-                    return;
-                };
-                if serde_json::to_writer(&mut line, &event).is_ok() {
-                    line.push(b'\n');
-                }
+        if log == Some(LogKind::Http) {
+            write_transaction(&mut line, meta, &tx, &opts);
+        }
+        if log == Some(LogKind::Events) || shipper.is_some() {
+            let Some(event) = extractor.event(meta, &tx) else {
+                return;
+            };
+            if log == Some(LogKind::Events) && serde_json::to_writer(&mut line, &event).is_ok() {
+                line.push(b'\n');
+            }
+            if let (Some(s), Some(b)) = (&shipper, &mut batcher)
+                && let Some(batch) = b.push(event)
+                && let Err(e) = s.submit(batch)
+                && submit_err.is_none()
+            {
+                submit_err = Some(e.into());
             }
         }
         if write_err.is_none()
@@ -273,6 +380,22 @@ fn read(args: ReadArgs) -> Result<()> {
         return Err(e).context("writing the log");
     }
     out.flush().context("writing the log")?;
+    if let (Some(s), Some(b)) = (&shipper, &mut batcher)
+        && let Some(batch) = b.take()
+        && let Err(e) = s.submit(batch)
+    {
+        submit_err.get_or_insert(e.into());
+    }
+    if let Some(e) = submit_err {
+        return Err(e).context("spooling events");
+    }
+    let ship_report = shipper.map(|s| {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+            let _ = signal_hook::flag::register(sig, stop.clone());
+        }
+        s.finish(|| stop.load(std::sync::atomic::Ordering::Relaxed))
+    });
     if args.stats {
         eprint!(
             "{}",
@@ -282,9 +405,24 @@ fn read(args: ReadArgs) -> Result<()> {
                 truncated_files
             )
         );
-        if args.log == LogKind::Events {
+        if log == Some(LogKind::Events) || ship_report.is_some() {
             eprint!("{}", tapline_agent::stats::render_extract(&extractor.stats));
         }
+    }
+    if let Some(r) = ship_report {
+        eprintln!(
+            "shipped: {} events acked ({} batches were already stored), {} batches not acked, {} events in {} batches dropped (spool full)",
+            r.events_acked, r.duplicates, r.pending_batches, r.dropped_events, r.dropped_batches
+        );
+        if let Some(why) = r.refused {
+            anyhow::bail!("the collector refused this agent: {why}");
+        }
+        anyhow::ensure!(
+            r.pending_batches == 0 && r.dropped_batches == 0,
+            "not every event was delivered: {} batches not acked (kept in the spool), {} events dropped",
+            r.pending_batches,
+            r.dropped_events
+        );
     }
     Ok(())
 }
@@ -303,7 +441,14 @@ fn run(args: RunArgs) -> Result<()> {
         Extractor::new(c.extract.clone()).context("in the [extract] configuration")?;
         Ok(c)
     };
-    let agent_config = load(&args.config)?;
+    let mut agent_config = load(&args.config)?;
+    let ship = args.ship.prepare(&mut agent_config)?;
+    Extractor::new(agent_config.extract.clone()).context("in the [extract] configuration")?;
+    let log = args.log.or(if ship.is_some() {
+        None
+    } else {
+        Some(LogKind::Http)
+    });
     let cap = &agent_config.capture;
     let ifaces = if args.ifaces.is_empty() {
         cap.ifaces.clone()
@@ -316,7 +461,7 @@ fn run(args: RunArgs) -> Result<()> {
     );
     let workers = args.workers.or(cap.workers).unwrap_or(1).max(1);
     let mut pipeline = args.tuning.config();
-    if !args.bodies && args.log == LogKind::Http {
+    if !args.bodies && log == Some(LogKind::Http) && ship.is_none() {
         pipeline.http.body.capture_limit = 0;
     }
     let config = LiveConfig {
@@ -336,12 +481,14 @@ fn run(args: RunArgs) -> Result<()> {
         pipeline,
         extract: agent_config.extract.clone(),
         agent: agent_config.agent_id(),
-        log: match args.log {
-            LogKind::Http => LogFormat::Http,
-            LogKind::Events => LogFormat::Events,
+        log: match log {
+            Some(LogKind::Http) => LogFormat::Http,
+            Some(LogKind::Events) => LogFormat::Events,
+            None => LogFormat::None,
         },
         redact: !args.no_redact,
         bodies: args.bodies,
+        ship: ship.as_ref().map(|(_, c)| c.clone()).unwrap_or_default(),
     };
     let output: SharedOutput = Arc::new(Mutex::new(match &args.out {
         Some(p) => Box::new(
@@ -365,7 +512,15 @@ fn run(args: RunArgs) -> Result<()> {
         ),
         None => None,
     };
-    let live = Live::start(config, metrics, output)?;
+    let shipper = match &ship {
+        Some(p) => Some(Arc::new(start_shipper(
+            &agent_config.agent_id(),
+            p,
+            metrics.ship.clone(),
+        )?)),
+        None => None,
+    };
+    let live = Live::start(config, metrics, output, shipper.clone())?;
     eprintln!(
         "capturing on {} ({workers} worker{})",
         ifaces.join(", "),
@@ -375,7 +530,13 @@ fn run(args: RunArgs) -> Result<()> {
         std::thread::sleep(std::time::Duration::from_millis(100));
         if hup.swap(false, Ordering::Relaxed) {
             // Extraction rules reload; capture settings need a restart.
-            match load(&args.config) {
+            let reloaded = load(&args.config).and_then(|mut c| {
+                if let Some((b, _)) = &ship {
+                    c.apply_bundle(b).map_err(anyhow::Error::msg)?;
+                }
+                Ok(c)
+            });
+            match reloaded {
                 Ok(c) => {
                     live.reload(c.extract);
                     eprintln!("configuration reloaded (extraction rules)");
@@ -389,6 +550,23 @@ fn run(args: RunArgs) -> Result<()> {
     }
     stop.store(true, Ordering::Relaxed);
     let result = live.shutdown();
+    if let Some(s) = shipper {
+        // The workers are gone: this is the last reference. Unacked batches stay spooled.
+        if let Ok(mut s) = Arc::try_unwrap(s) {
+            let r = s.stop();
+            eprintln!(
+                "shipping stopped: {} events acked this run, {} batches not acked{}, {} events dropped (spool full)",
+                r.events_acked,
+                r.pending_batches,
+                if r.pending_batches > 0 {
+                    " (kept in the spool when it is on disk)"
+                } else {
+                    ""
+                },
+                r.dropped_events
+            );
+        }
+    }
     if let Some(h) = metrics_server {
         let _ = h.join();
     }

@@ -16,7 +16,9 @@
 //! Encoding and decoding do no I/O: bytes in, batches out, `Ok(None)` when a frame is
 //! not complete yet.
 
+pub mod bundle;
 pub mod event;
+pub mod proto;
 pub mod v1;
 
 pub use event::{Actor, ActorKind, Endpoint, Entity, EntitySource, Event, Owner};
@@ -57,6 +59,8 @@ pub enum WireError {
     BadIndex,
     #[error("batch holds more than {MAX_EVENTS} events")]
     TooManyEvents,
+    #[error("unknown message type {0:?}")]
+    UnknownMessage([u8; 4]),
 }
 
 /// A batch of one agent's events. Decoded events carry the batch's agent.
@@ -87,18 +91,53 @@ pub fn encode_with(batch: &Batch, compress: bool) -> Vec<u8> {
     } else {
         (0, body)
     };
-    let mut out = Vec::with_capacity(4 + HEADER + body.len());
-    out.extend_from_slice(&((HEADER + body.len()) as u32).to_le_bytes());
-    out.extend_from_slice(&MAGIC);
-    out.extend_from_slice(&CURRENT_VERSION.to_le_bytes());
-    out.extend_from_slice(&flags.to_le_bytes());
-    out.extend_from_slice(&body);
-    out
+    frame_bytes(MAGIC, CURRENT_VERSION, flags, &body)
 }
 
 /// Decodes the first frame of `buf`: `Ok(None)` while it is incomplete, else the batch and
 /// the number of bytes it took.
 pub fn decode(buf: &[u8]) -> Result<Option<(Batch, usize)>, WireError> {
+    let Some((frame, used)) = split_frame(buf)? else {
+        return Ok(None);
+    };
+    if frame.magic != MAGIC {
+        return Err(WireError::BadMagic);
+    }
+    Ok(Some((decode_batch_body(&frame)?, used)))
+}
+
+/// One length-prefixed frame, header split off, body still as sent.
+#[derive(Debug, Clone, Copy)]
+pub struct RawFrame<'a> {
+    pub magic: [u8; 4],
+    pub version: u16,
+    pub flags: u16,
+    pub body: &'a [u8],
+}
+
+/// Splits the first frame off `buf` without looking into its body: `Ok(None)` while
+/// incomplete. Refuses lengths past [`MAX_FRAME`] before any of the frame has arrived.
+pub fn split_frame(buf: &[u8]) -> Result<Option<(RawFrame<'_>, usize)>, WireError> {
+    let Some(len) = frame_len(buf)? else {
+        return Ok(None);
+    };
+    let Some(frame) = buf.get(4..4 + len) else {
+        return Ok(None);
+    };
+    Ok(Some((
+        RawFrame {
+            magic: [frame[0], frame[1], frame[2], frame[3]],
+            version: u16::from_le_bytes([frame[4], frame[5]]),
+            flags: u16::from_le_bytes([frame[6], frame[7]]),
+            body: &frame[HEADER..],
+        },
+        4 + len,
+    )))
+}
+
+/// The length the first frame of `buf` declares (after its 4-byte prefix), checked
+/// against the bounds; `Ok(None)` while the prefix is incomplete.
+pub fn frame_len(buf: &[u8]) -> Result<Option<usize>, WireError> {
     let Some(len) = buf.get(..4) else {
         return Ok(None);
     };
@@ -109,19 +148,15 @@ pub fn decode(buf: &[u8]) -> Result<Option<(Batch, usize)>, WireError> {
     if len < HEADER {
         return Err(WireError::Truncated);
     }
-    let Some(frame) = buf.get(4..4 + len) else {
-        return Ok(None);
-    };
-    if frame[..4] != MAGIC {
-        return Err(WireError::BadMagic);
-    }
-    let version = u16::from_le_bytes([frame[4], frame[5]]);
-    let flags = u16::from_le_bytes([frame[6], frame[7]]);
-    let raw = &frame[HEADER..];
+    Ok(Some(len))
+}
+
+/// Decodes the body of a batch frame (magic already checked).
+pub fn decode_batch_body(frame: &RawFrame<'_>) -> Result<Batch, WireError> {
     let inflated;
-    let body = if flags & FLAG_DEFLATE != 0 {
+    let body = if frame.flags & FLAG_DEFLATE != 0 {
         let mut out = Vec::new();
-        flate2::read::DeflateDecoder::new(raw)
+        flate2::read::DeflateDecoder::new(frame.body)
             .take(MAX_BODY as u64 + 1)
             .read_to_end(&mut out)
             .map_err(|_| WireError::Decompress)?;
@@ -131,11 +166,20 @@ pub fn decode(buf: &[u8]) -> Result<Option<(Batch, usize)>, WireError> {
         inflated = out;
         &inflated[..]
     } else {
-        raw
+        frame.body
     };
-    let batch = match version {
-        1 => v1::decode_body(body)?,
-        v => return Err(WireError::UnsupportedVersion(v)),
-    };
-    Ok(Some((batch, 4 + len)))
+    match frame.version {
+        1 => v1::decode_body(body),
+        v => Err(WireError::UnsupportedVersion(v)),
+    }
+}
+
+pub(crate) fn frame_bytes(magic: [u8; 4], version: u16, flags: u16, body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(4 + HEADER + body.len());
+    out.extend_from_slice(&((HEADER + body.len()) as u32).to_le_bytes());
+    out.extend_from_slice(&magic);
+    out.extend_from_slice(&version.to_le_bytes());
+    out.extend_from_slice(&flags.to_le_bytes());
+    out.extend_from_slice(body);
+    out
 }

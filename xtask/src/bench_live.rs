@@ -31,7 +31,7 @@ fn wrk(url: &str) -> Result<(u64, f64)> {
 }
 
 /// CPU seconds (user + system) a process has used.
-fn cpu_seconds(pid: u32) -> f64 {
+pub(crate) fn cpu_seconds(pid: u32) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     // Fields after the command name, which is in parentheses.
     let rest = stat.rsplit(')').next().unwrap_or("");

@@ -9,6 +9,7 @@ use std::time::Instant;
 
 mod bench_events;
 mod bench_live;
+mod bench_ship;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
@@ -50,9 +51,10 @@ enum Cmd {
     Demo,
     /// Benchmarks: `offline` compares libpcap iteration, tapline-agent read and tshark;
     /// `events` measures extraction (events/s) and bytes per event on the wire; `live`
-    /// runs wrk against nginx across a veth with and without the agent (needs root).
+    /// runs wrk against nginx across a veth with and without the agent (needs root);
+    /// `ship` measures events/s acked into the collector's store.
     Bench {
-        #[arg(value_parser = ["offline", "events", "live"])]
+        #[arg(value_parser = ["offline", "events", "live", "ship"])]
         which: String,
         #[arg(long, default_value_t = 120)]
         megabytes: u64,
@@ -108,6 +110,7 @@ fn main() -> Result<()> {
             bench_events::run(&pcap, Some(Path::new("traffic/agent.toml")))
         }
         Cmd::Bench { which, .. } if which == "live" => bench_live::run(),
+        Cmd::Bench { which, .. } if which == "ship" => bench_ship::run(),
         Cmd::Bench { megabytes, .. } => bench_offline(megabytes),
         Cmd::FuzzSeeds { corpus } => fuzz_seeds(&corpus),
     }

@@ -1,0 +1,146 @@
+//! The `store` stage: where acked events live. One interface, [`EventStore`], so the
+//! embedded SQLite store used by default and a distributed engine at scale are
+//! interchangeable behind the ingest and the query commands.
+//!
+//! Events are kept as the batches agents sent (compressed frames, readable by every
+//! wire version this build knows), with per-batch indexes of the actors and endpoints
+//! they hold and tables of everything seen (agents, actors, endpoints, entities) for
+//! the baseline and detection stages.
+
+pub mod sqlite;
+
+use std::net::IpAddr;
+
+use tapline_wire::proto::AgentStatus;
+use tapline_wire::{Actor, Batch, Event};
+
+pub use sqlite::SqliteStore;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("stored batch {0} does not decode: {1}")]
+    Corrupt(i64, tapline_wire::WireError),
+    #[error("database schema version {0} is newer than this build knows ({1})")]
+    NewerSchema(i64, i64),
+}
+
+/// A batch the ingest decoded, with the frame it came in.
+#[derive(Debug)]
+pub struct IncomingBatch {
+    /// The frame as received (compressed), stored as is.
+    pub frame: Vec<u8>,
+    pub batch: Batch,
+    /// The enrolled certificate name it came with.
+    pub cert: String,
+}
+
+/// Whether a batch was new or already held (a retry).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Stored,
+    Duplicate,
+}
+
+/// A connected agent's latest word about itself.
+#[derive(Debug, Clone)]
+pub struct AgentSeen {
+    pub status: AgentStatus,
+    pub cert: String,
+    pub peer: IpAddr,
+}
+
+/// Which events a query wants; every field narrows.
+#[derive(Debug, Clone, Default)]
+pub struct EventQuery {
+    /// A fingerprint (16 hex digits), a clear actor value (address, Basic user) or a
+    /// claim, `name=value` or just the value.
+    pub actor: Option<String>,
+    /// An endpoint template (`/v1/invoices/{invoice}`), with or without the method
+    /// (`GET /v1/...`).
+    pub endpoint: Option<String>,
+    /// Event time bounds, microseconds since the epoch: `since <= ts < until`.
+    pub since_us: Option<i64>,
+    pub until_us: Option<i64>,
+    pub agent: Option<String>,
+}
+
+/// One row of `tapline-collector agents`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct AgentRow {
+    pub name: String,
+    pub cert: String,
+    pub address: Option<String>,
+    pub software: Option<String>,
+    pub connected: bool,
+    pub first_seen: i64,
+    pub last_seen: i64,
+    /// Highest batch sequence stored.
+    pub last_seq: Option<u64>,
+    pub batches: u64,
+    pub events: u64,
+    pub duplicates: u64,
+    /// Newest event time stored (microseconds).
+    pub last_event_us: Option<i64>,
+    /// Batches the agent still holds (spooled or in flight), as it last said.
+    pub pending_batches: u64,
+    pub pending_bytes: u64,
+    pub dropped_batches: u64,
+    pub dropped_events: u64,
+}
+
+/// What retention removed.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Pruned {
+    pub batches: u64,
+    pub events: u64,
+}
+
+/// The store interface: SQLite embedded by default, a distributed engine at scale.
+pub trait EventStore: Send {
+    /// Stores batches in one durable step, deduplicated by (agent, sequence); a batch
+    /// already held is reported [`Outcome::Duplicate`] and not stored again.
+    fn append(&mut self, batches: &[IncomingBatch]) -> Result<Vec<Outcome>, StoreError>;
+    /// Records an agent's status (and that it is connected or not).
+    fn agent_status(&mut self, seen: &AgentSeen, connected: bool) -> Result<(), StoreError>;
+    /// Events matching `q` in time order; `f` returns false to stop.
+    fn query(&self, q: &EventQuery, f: &mut dyn FnMut(Event) -> bool) -> Result<(), StoreError>;
+    /// How many events match `q`.
+    fn count(&self, q: &EventQuery) -> Result<u64, StoreError>;
+    fn agents(&self) -> Result<Vec<AgentRow>, StoreError>;
+    /// Drops events past the retention and, oldest day first, past the size bound.
+    fn prune(&mut self, now_us: i64) -> Result<Pruned, StoreError>;
+    /// Writes what is held in memory (derived tables) before the process ends.
+    fn close(&mut self) -> Result<(), StoreError>;
+}
+
+/// The key an actor is indexed by: its fingerprint, else its clear value.
+pub fn actor_key(a: &Actor) -> Option<String> {
+    match (a.fingerprint, &a.value) {
+        (Some(f), _) => Some(format!("{f:016x}")),
+        (None, Some(v)) => Some(v.clone()),
+        (None, None) => None,
+    }
+}
+
+/// Whether an actor answers to a `--actor` term.
+pub fn actor_matches(a: &Actor, term: &str) -> bool {
+    if actor_key(a).as_deref() == Some(term) {
+        return true;
+    }
+    match term.split_once('=') {
+        Some((k, v)) => a.claims.iter().any(|(ck, cv)| ck == k && cv == v),
+        None => a.claims.iter().any(|(_, cv)| cv == term),
+    }
+}
+
+/// Whether an event's endpoint answers to an `--endpoint` term.
+pub fn endpoint_matches(e: &Event, term: &str) -> bool {
+    match term.split_once(' ') {
+        Some((m, t)) => e.method.eq_ignore_ascii_case(m) && e.endpoint == t,
+        None => e.endpoint == term,
+    }
+}
+
+pub const DAY_US: i64 = 86_400_000_000;
