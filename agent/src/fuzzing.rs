@@ -467,3 +467,20 @@ pub fn template(data: &[u8]) {
         assert!(got.params.len() <= crate::extract::template::MAX_SEGMENTS);
     }
 }
+
+/// Frames a collector or an agent receives from the network: nothing panics, and a
+/// batch that summarizes (what the collector checks before storing it) also decodes
+/// (what queries do later).
+pub fn wire(data: &[u8]) {
+    let _ = tapline_wire::proto::decode_server(data);
+    let _ = tapline_wire::proto::decode_client(data);
+    if let Ok(Some((s, used))) = tapline_wire::summarize(data) {
+        match tapline_wire::decode(data) {
+            Ok(Some((b, u))) => {
+                assert_eq!(u, used);
+                assert_eq!(b.events.len(), s.events);
+            }
+            other => panic!("summarized but did not decode: {other:?}"),
+        }
+    }
+}

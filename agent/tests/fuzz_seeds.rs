@@ -20,6 +20,7 @@ const TARGETS: &[(&str, Target)] = &[
     ("jwt", fuzzing::jwt),
     ("json_scan", fuzzing::json_scan),
     ("template", fuzzing::template),
+    ("wire", fuzzing::wire),
 ];
 
 #[test]

@@ -350,10 +350,11 @@ where
         let agent = agent.clone();
         let cert = enrolled.name.clone();
         tokio::spawn(async move {
-            let decoded =
-                tokio::task::spawn_blocking(move || (proto::decode_client(&frame), frame)).await;
-            let result = match decoded {
-                Ok((Ok(Some((ClientMessage::Batch(batch), _))), frame)) if batch.agent == agent => {
+            // Checked and summarized, not decoded: the store keeps the frame as sent.
+            let summarized =
+                tokio::task::spawn_blocking(move || (tapline_wire::summarize(&frame), frame)).await;
+            let result = match summarized {
+                Ok((Ok(Some((batch, _))), frame)) if batch.agent == agent => {
                     let seq = batch.seq;
                     let (stored_tx, stored_rx) = oneshot::channel();
                     let job = StoreJob::Batch(IncomingBatch { frame, batch, cert }, stored_tx);
@@ -367,14 +368,14 @@ where
                         }
                     }
                 }
-                Ok((Ok(Some((ClientMessage::Batch(batch), _))), _)) => Err((
+                Ok((Ok(Some((batch, _))), _)) => Err((
                     "identity",
                     format!(
                         "batch of agent `{}` in the session of `{agent}`",
                         batch.agent
                     ),
                 )),
-                Ok((Ok(_), _)) => Err(("protocol", "frame is not a batch".into())),
+                Ok((Ok(None), _)) => Err(("bad_frame", "frame ends early".into())),
                 Ok((Err(e), _)) => Err((wire_reason(&e), format!("bad frame: {e}"))),
                 Err(_) => Err(("bad_frame", "decoder failed".into())),
             };
@@ -584,12 +585,12 @@ fn store_loop(
                                 .batches
                                 .get_or_create(&label("outcome", "stored"))
                                 .inc();
-                            metrics.events.inc_by(b.batch.events.len() as u64);
-                            if let Some(ts) = b.batch.events.iter().map(|e| e.ts_us).max() {
+                            metrics.events.inc_by(b.batch.events as u64);
+                            if b.batch.events > 0 {
                                 metrics
                                     .agent_lag_seconds
                                     .get_or_create(&label("agent", &b.batch.agent))
-                                    .set((now - ts) / 1_000_000);
+                                    .set((now - b.batch.ts_max) / 1_000_000);
                             }
                         }
                         Outcome::Duplicate => {

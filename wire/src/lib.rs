@@ -155,15 +155,7 @@ pub fn frame_len(buf: &[u8]) -> Result<Option<usize>, WireError> {
 pub fn decode_batch_body(frame: &RawFrame<'_>) -> Result<Batch, WireError> {
     let inflated;
     let body = if frame.flags & FLAG_DEFLATE != 0 {
-        let mut out = Vec::new();
-        flate2::read::DeflateDecoder::new(frame.body)
-            .take(MAX_BODY as u64 + 1)
-            .read_to_end(&mut out)
-            .map_err(|_| WireError::Decompress)?;
-        if out.len() > MAX_BODY {
-            return Err(WireError::TooLarge(out.len()));
-        }
-        inflated = out;
+        inflated = inflate(frame.body)?;
         &inflated[..]
     } else {
         frame.body
@@ -172,6 +164,86 @@ pub fn decode_batch_body(frame: &RawFrame<'_>) -> Result<Batch, WireError> {
         1 => v1::decode_body(body),
         v => Err(WireError::UnsupportedVersion(v)),
     }
+}
+
+/// When a key was first and last seen in a batch, and in how many events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Seen {
+    pub first: i64,
+    pub last: i64,
+    pub events: u64,
+}
+
+impl Seen {
+    pub fn at(ts: i64) -> Seen {
+        Seen {
+            first: ts,
+            last: ts,
+            events: 1,
+        }
+    }
+
+    pub fn add(&mut self, ts: i64) {
+        self.first = self.first.min(ts);
+        self.last = self.last.max(ts);
+        self.events += 1;
+    }
+
+    pub fn merge(&mut self, o: &Seen) {
+        self.first = self.first.min(o.first);
+        self.last = self.last.max(o.last);
+        self.events += o.events;
+    }
+}
+
+/// What a store indexes of a batch, read without building its events (several times
+/// cheaper than [`decode`]); a batch that summarizes also decodes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Summary {
+    pub agent: String,
+    pub seq: u64,
+    pub events: usize,
+    pub ts_min: i64,
+    pub ts_max: i64,
+    /// The distinct actors of the batch.
+    pub actors: Vec<(Actor, Seen)>,
+    /// (method, endpoint template).
+    pub endpoints: Vec<(String, String, Seen)>,
+    /// (kind, id).
+    pub entities: Vec<(String, String, Seen)>,
+}
+
+/// Summarizes the first frame of `buf` (a batch frame), like [`decode`].
+pub fn summarize(buf: &[u8]) -> Result<Option<(Summary, usize)>, WireError> {
+    let Some((frame, used)) = split_frame(buf)? else {
+        return Ok(None);
+    };
+    if frame.magic != MAGIC {
+        return Err(WireError::BadMagic);
+    }
+    let inflated;
+    let body = if frame.flags & FLAG_DEFLATE != 0 {
+        inflated = inflate(frame.body)?;
+        &inflated[..]
+    } else {
+        frame.body
+    };
+    match frame.version {
+        1 => Ok(Some((v1::summarize_body(body)?, used))),
+        v => Err(WireError::UnsupportedVersion(v)),
+    }
+}
+
+fn inflate(raw: &[u8]) -> Result<Vec<u8>, WireError> {
+    let mut out = Vec::new();
+    flate2::read::DeflateDecoder::new(raw)
+        .take(MAX_BODY as u64 + 1)
+        .read_to_end(&mut out)
+        .map_err(|_| WireError::Decompress)?;
+    if out.len() > MAX_BODY {
+        return Err(WireError::TooLarge(out.len()));
+    }
+    Ok(out)
 }
 
 pub(crate) fn frame_bytes(magic: [u8; 4], version: u16, flags: u16, body: &[u8]) -> Vec<u8> {

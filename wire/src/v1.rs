@@ -12,7 +12,7 @@ use std::net::IpAddr;
 use serde::{Deserialize, Serialize};
 
 use crate::event::{Actor, ActorKind, Endpoint, Entity, EntitySource, Event, Owner};
-use crate::{Batch, MAX_EVENTS, WireError};
+use crate::{Batch, MAX_EVENTS, Seen, Summary, WireError};
 
 #[derive(Debug, Serialize, Deserialize)]
 struct BodyV1 {
@@ -410,5 +410,127 @@ pub(crate) fn decode_body(body: &[u8]) -> Result<Batch, WireError> {
         agent: b.agent,
         seq: b.seq,
         events,
+    })
+}
+
+/// A batch's summary without building its events: every index is still checked, so a
+/// batch that summarizes also decodes.
+pub(crate) fn summarize_body(body: &[u8]) -> Result<Summary, WireError> {
+    let b: BodyV1 = postcard::from_bytes(body).map_err(|e| WireError::Decode(e.to_string()))?;
+    let c = &b.events;
+    let n = c.dt.len();
+    let lens = [
+        c.flow.len(),
+        c.method.len(),
+        c.endpoint.len(),
+        c.host.len(),
+        c.status.len(),
+        c.request_bytes.len(),
+        c.response_bytes.len(),
+        c.latency_us.len(),
+        c.actors.len(),
+        c.entities.len(),
+        c.owners.len(),
+        c.user_agent.len(),
+        c.anomalies.len(),
+    ];
+    if lens.iter().any(|&l| l != n) {
+        return Err(WireError::Decode("columns of different lengths".into()));
+    }
+    if n > MAX_EVENTS {
+        return Err(WireError::TooManyEvents);
+    }
+    let strings = b.strings.len();
+    let str_ok = |i: u32| {
+        if (i as usize) < strings {
+            Ok(())
+        } else {
+            Err(WireError::BadIndex)
+        }
+    };
+    for f in &b.flows {
+        get(&b.addrs, f.client)?;
+        get(&b.addrs, f.server)?;
+    }
+    let actors: Vec<Actor> = b
+        .actors
+        .iter()
+        .map(|a| {
+            let s = |i: u32| get(&b.strings, i).cloned();
+            Ok(Actor {
+                kind: ActorKind::from_code(a.kind).ok_or(WireError::BadIndex)?,
+                fingerprint: a.fingerprint.map(u64::from_le_bytes),
+                value: a.value.map(s).transpose()?,
+                hint: a.hint.map(s).transpose()?,
+                claims: a
+                    .claims
+                    .iter()
+                    .map(|&(k, v)| Ok((s(k)?, s(v)?)))
+                    .collect::<Result<_, WireError>>()?,
+                verified: a.verified,
+            })
+        })
+        .collect::<Result<_, WireError>>()?;
+    let mut actor_seen: Vec<Option<Seen>> = vec![None; actors.len()];
+    let mut endpoints: HashMap<(u32, u32), Seen> = HashMap::default();
+    let mut entities: HashMap<(u32, u32), Seen> = HashMap::default();
+    let (mut ts, mut ts_min, mut ts_max) = (0i64, i64::MAX, i64::MIN);
+    for k in 0..n {
+        ts = ts.wrapping_add(c.dt[k]);
+        ts_min = ts_min.min(ts);
+        ts_max = ts_max.max(ts);
+        get(&b.flows, c.flow[k])?;
+        str_ok(c.method[k])?;
+        str_ok(c.endpoint[k])?;
+        c.host[k].map(str_ok).transpose()?;
+        c.user_agent[k].map(str_ok).transpose()?;
+        for &a in &c.actors[k] {
+            let slot = actor_seen.get_mut(a as usize).ok_or(WireError::BadIndex)?;
+            match slot {
+                Some(s) => s.add(ts),
+                None => *slot = Some(Seen::at(ts)),
+            }
+        }
+        endpoints
+            .entry((c.method[k], c.endpoint[k]))
+            .and_modify(|s| s.add(ts))
+            .or_insert(Seen::at(ts));
+        for &(kind, id, src) in &c.entities[k] {
+            str_ok(kind)?;
+            str_ok(id)?;
+            EntitySource::from_code(src).ok_or(WireError::BadIndex)?;
+            entities
+                .entry((kind, id))
+                .and_modify(|s| s.add(ts))
+                .or_insert(Seen::at(ts));
+        }
+        for &(f, v) in &c.owners[k] {
+            str_ok(f)?;
+            str_ok(v)?;
+        }
+        for &a in &c.anomalies[k] {
+            str_ok(a)?;
+        }
+    }
+    let s = |i: u32| b.strings[i as usize].clone();
+    Ok(Summary {
+        events: n,
+        ts_min: if n == 0 { 0 } else { ts_min },
+        ts_max: if n == 0 { 0 } else { ts_max },
+        actors: actors
+            .into_iter()
+            .zip(actor_seen)
+            .filter_map(|(a, s)| Some((a, s?)))
+            .collect(),
+        endpoints: endpoints
+            .into_iter()
+            .map(|((m, e), seen)| (s(m), s(e), seen))
+            .collect(),
+        entities: entities
+            .into_iter()
+            .map(|((k, id), seen)| (s(k), s(id), seen))
+            .collect(),
+        agent: b.agent,
+        seq: b.seq,
     })
 }

@@ -158,7 +158,15 @@ fn hostile_frames_are_refused_not_panicked_on() {
         for flip in [0x01u8, 0x80, 0xff] {
             let mut f = plain.clone();
             f[i] ^= flip;
-            let _ = decode(&f);
+            // A corrupted batch that summarizes must decode (the store keeps it after a
+            // summary and decodes it for queries).
+            let d = decode(&f);
+            if let Ok(Some(_)) = tapline_wire::summarize(&f) {
+                assert!(
+                    matches!(d, Ok(Some(_))),
+                    "summarized but does not decode: {d:?}"
+                );
+            }
         }
         let mut cut = plain[..i].to_vec();
         let len = (cut.len() - 4) as u32;
@@ -176,6 +184,49 @@ fn hostile_frames_are_refused_not_panicked_on() {
     bomb.extend_from_slice(&1u16.to_le_bytes());
     bomb.extend_from_slice(&body);
     assert!(matches!(decode(&bomb), Err(WireError::TooLarge(_))));
+}
+
+#[test]
+fn summary_agrees_with_the_decoded_events() {
+    use std::collections::HashMap;
+    let b = sample();
+    let frame = encode(&b);
+    let (sum, used) = tapline_wire::summarize(&frame).unwrap().unwrap();
+    assert_eq!(used, frame.len());
+    assert_eq!(
+        (sum.agent.as_str(), sum.seq, sum.events),
+        (b.agent.as_str(), b.seq, b.events.len())
+    );
+    assert_eq!(sum.ts_min, b.events.iter().map(|e| e.ts_us).min().unwrap());
+    assert_eq!(sum.ts_max, b.events.iter().map(|e| e.ts_us).max().unwrap());
+    let mut endpoints: HashMap<(String, String), (i64, i64, u64)> = HashMap::new();
+    let mut actors: HashMap<String, u64> = HashMap::new();
+    for e in &b.events {
+        let s = endpoints
+            .entry((e.method.clone(), e.endpoint.clone()))
+            .or_insert((i64::MAX, i64::MIN, 0));
+        *s = (s.0.min(e.ts_us), s.1.max(e.ts_us), s.2 + 1);
+        for a in &e.actors {
+            *actors.entry(format!("{a:?}")).or_default() += 1;
+        }
+    }
+    assert_eq!(sum.endpoints.len(), endpoints.len());
+    for (m, t, seen) in &sum.endpoints {
+        let want = endpoints[&(m.clone(), t.clone())];
+        assert_eq!((seen.first, seen.last, seen.events), want);
+    }
+    assert_eq!(sum.actors.len(), actors.len());
+    for (a, seen) in &sum.actors {
+        assert_eq!(seen.events, actors[&format!("{a:?}")]);
+    }
+    let entities: usize = b.events.iter().map(|e| e.entities.len()).sum();
+    assert_eq!(
+        sum.entities
+            .iter()
+            .map(|e| e.2.events as usize)
+            .sum::<usize>(),
+        entities
+    );
 }
 
 #[test]

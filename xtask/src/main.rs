@@ -134,7 +134,7 @@ fn fuzz_seeds(corpus: &Path) -> Result<()> {
             }
         }
     }
-    let mut counts = [0usize; 7];
+    let mut counts = [0usize; 8];
     let targets = [
         "decode",
         "reassembly",
@@ -143,6 +143,7 @@ fn fuzz_seeds(corpus: &Path) -> Result<()> {
         "jwt",
         "json_scan",
         "template",
+        "wire",
     ];
     for t in targets {
         std::fs::create_dir_all(out.join(t))?;
@@ -339,7 +340,14 @@ fn gen_pcap(out: &Path, target: u64, seed: u64) -> Result<(u64, u64)> {
 
 pub(crate) fn cargo_build() -> Result<()> {
     let st = Command::new(env!("CARGO"))
-        .args(["build", "--release", "-p", "tapline-agent"])
+        .args([
+            "build",
+            "--release",
+            "-p",
+            "tapline-agent",
+            "-p",
+            "tapline-collector",
+        ])
         .status()?;
     if !st.success() {
         bail!("cargo build failed");
@@ -395,7 +403,116 @@ fn demo() -> Result<()> {
             println!("{l}");
         }
     }
-    Ok(())
+    demo_collector(&pcap, &events)
+}
+
+/// The demo's second half: a collector with its embedded store, the events shipped to it
+/// over mutual TLS, and an analyst's first queries.
+fn demo_collector(pcap: &Path, events: &str) -> Result<()> {
+    let collector = Path::new("target/release/tapline-collector");
+    let data = PathBuf::from("target/demo-collector");
+    let _ = std::fs::remove_dir_all(&data);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let step = |title: &str, cmd: &mut Command| -> Result<String> {
+        let shown: Vec<String> = std::iter::once(cmd.get_program())
+            .chain(cmd.get_args())
+            .map(|a| a.to_string_lossy().replace("target/release/", ""))
+            .collect();
+        println!("\n# {title}\n$ {}", shown.join(" "));
+        let out = cmd.stderr(Stdio::inherit()).output()?;
+        if !out.status.success() {
+            bail!("{} failed", shown.join(" "));
+        }
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        print!("{text}");
+        Ok(text)
+    };
+    step(
+        "a collector: CA, server certificate, fleet fingerprint key",
+        Command::new(collector)
+            .args(["init", "--data"])
+            .arg(&data)
+            .args(["--listen", &addr]),
+    )?;
+    let bundle = data.join("demo-fleet.bundle");
+    step(
+        "a bundle for the agent (a fleet bundle: the node names itself)",
+        Command::new(collector)
+            .args(["enroll", "--fleet", "--name", "demo-fleet", "--data"])
+            .arg(&data)
+            .arg("--out")
+            .arg(&bundle),
+    )?;
+    println!(
+        "\n# the collector serves in the background\n$ tapline-collector serve --data {}",
+        data.display()
+    );
+    let mut serve = Command::new(collector)
+        .args(["serve", "--data"])
+        .arg(&data)
+        .stderr(Stdio::null())
+        .spawn()?;
+    let result = (|| -> Result<()> {
+        let start = Instant::now();
+        while std::net::TcpStream::connect(&addr).is_err() {
+            if start.elapsed().as_secs() > 10 {
+                bail!("the collector did not start");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        step(
+            "the agent ships the capture's events; it exits once every batch is acked",
+            Command::new("target/release/tapline-agent")
+                .arg("read")
+                .arg(pcap)
+                .args(["--config", "traffic/agent.toml", "--ship", "--bundle"])
+                .arg(&bundle),
+        )?;
+        step(
+            "events stored",
+            Command::new(collector)
+                .args(["events", "--count", "--data"])
+                .arg(&data),
+        )?;
+        let sub = events
+            .lines()
+            .find_map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).ok()?;
+                v["actors"].as_array()?.iter().find_map(|a| {
+                    a["claims"]
+                        .as_array()?
+                        .iter()
+                        .find_map(|c| (c[0] == "sub").then(|| c[1].as_str().map(str::to_string))?)
+                })
+            })
+            .unwrap_or_else(|| "user-1".into());
+        step(
+            "what one JWT subject did (first 8)",
+            Command::new(collector)
+                .args([
+                    "events",
+                    "--actor",
+                    &format!("sub={sub}"),
+                    "--limit",
+                    "8",
+                    "--data",
+                ])
+                .arg(&data),
+        )?;
+        step(
+            "connected agents",
+            Command::new(collector)
+                .args(["agents", "--data"])
+                .arg(&data),
+        )?;
+        Ok(())
+    })();
+    let _ = serve.kill();
+    let _ = serve.wait();
+    result
 }
 
 fn time_cmd(cmd: &mut Command) -> Result<(f64, String)> {

@@ -12,7 +12,7 @@ pub mod sqlite;
 use std::net::IpAddr;
 
 use tapline_wire::proto::AgentStatus;
-use tapline_wire::{Actor, Batch, Event};
+use tapline_wire::{Actor, Event, Summary};
 
 pub use sqlite::SqliteStore;
 
@@ -26,12 +26,13 @@ pub enum StoreError {
     NewerSchema(i64, i64),
 }
 
-/// A batch the ingest decoded, with the frame it came in.
+/// A batch the ingest checked, with the frame it came in.
 #[derive(Debug)]
 pub struct IncomingBatch {
     /// The frame as received (compressed), stored as is.
     pub frame: Vec<u8>,
-    pub batch: Batch,
+    /// What the store indexes of it.
+    pub batch: Summary,
     /// The enrolled certificate name it came with.
     pub cert: String,
 }

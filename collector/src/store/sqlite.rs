@@ -14,7 +14,7 @@ use std::collections::{BinaryHeap, HashMap};
 use std::path::Path;
 
 use rusqlite::{Connection, OptionalExtension, params};
-use tapline_wire::Event;
+use tapline_wire::{Event, Seen, Summary};
 
 use super::{
     AgentRow, AgentSeen, DAY_US, EventQuery, EventStore, IncomingBatch, Outcome, Pruned,
@@ -105,33 +105,6 @@ pub struct SqliteStore {
     derived: Derived,
 }
 
-/// First and last time seen and events, of one key.
-#[derive(Clone, Copy)]
-struct Seen {
-    first: i64,
-    last: i64,
-    n: i64,
-}
-
-impl Seen {
-    fn add(e: &mut Option<Seen>, ts: i64) {
-        match e {
-            Some(s) => {
-                s.first = s.first.min(ts);
-                s.last = s.last.max(ts);
-                s.n += 1;
-            }
-            None => {
-                *e = Some(Seen {
-                    first: ts,
-                    last: ts,
-                    n: 1,
-                })
-            }
-        }
-    }
-}
-
 type Map<K, V> = foldhash::HashMap<K, V>;
 
 /// What the actors table keeps of an actor besides its times and count.
@@ -173,6 +146,13 @@ fn nested<'m>(
     inner.get_mut(b).expect("just ensured")
 }
 
+fn merge(slot: &mut Option<Seen>, seen: &Seen) {
+    match slot {
+        Some(s) => s.merge(seen),
+        None => *slot = Some(*seen),
+    }
+}
+
 impl Derived {
     fn new(upto: i64) -> Self {
         Derived {
@@ -186,41 +166,35 @@ impl Derived {
         }
     }
 
-    fn add(&mut self, batch_id: i64, events: &[Event]) {
-        for e in events {
-            for a in &e.actors {
-                let info = || ActorInfo {
-                    kind: kind_name(a.kind),
-                    claims: (!a.claims.is_empty())
-                        .then(|| serde_json::to_string(&a.claims).unwrap_or_default()),
-                    seen: None,
-                };
-                let slot = match (a.fingerprint, &a.value) {
-                    (Some(f), _) => self.actors_fp.entry(f).or_insert_with(|| {
+    fn add(&mut self, batch_id: i64, sum: &Summary) {
+        for (a, seen) in &sum.actors {
+            let info = || ActorInfo {
+                kind: kind_name(a.kind),
+                claims: (!a.claims.is_empty())
+                    .then(|| serde_json::to_string(&a.claims).unwrap_or_default()),
+                seen: None,
+            };
+            let slot = match (a.fingerprint, &a.value) {
+                (Some(f), _) => self.actors_fp.entry(f).or_insert_with(|| {
+                    self.keys += 1;
+                    info()
+                }),
+                (None, Some(v)) => {
+                    if !self.actors_value.contains_key(v.as_str()) {
                         self.keys += 1;
-                        info()
-                    }),
-                    (None, Some(v)) => {
-                        if !self.actors_value.contains_key(v.as_str()) {
-                            self.keys += 1;
-                            self.actors_value.insert(v.clone(), info());
-                        }
-                        self.actors_value.get_mut(v.as_str()).expect("just ensured")
+                        self.actors_value.insert(v.clone(), info());
                     }
-                    (None, None) => continue,
-                };
-                Seen::add(&mut slot.seen, e.ts_us);
-            }
-            Seen::add(
-                nested(&mut self.endpoints, &e.method, &e.endpoint, &mut self.keys),
-                e.ts_us,
-            );
-            for en in &e.entities {
-                Seen::add(
-                    nested(&mut self.entities, &en.kind, &en.id, &mut self.keys),
-                    e.ts_us,
-                );
-            }
+                    self.actors_value.get_mut(v.as_str()).expect("just ensured")
+                }
+                (None, None) => continue,
+            };
+            merge(&mut slot.seen, seen);
+        }
+        for (m, t, seen) in &sum.endpoints {
+            merge(nested(&mut self.endpoints, m, t, &mut self.keys), seen);
+        }
+        for (k, id, seen) in &sum.entities {
+            merge(nested(&mut self.entities, k, id, &mut self.keys), seen);
         }
         self.upto = self.upto.max(batch_id);
     }
@@ -280,14 +254,11 @@ fn actor_query_terms(term: &str) -> Vec<i64> {
     }
 }
 
-fn endpoint_terms(e: &Event, out: &mut Vec<i64>) {
-    out.push(term_hash(b'e', &[e.endpoint.as_bytes()]));
+fn endpoint_terms(method: &str, endpoint: &str, out: &mut Vec<i64>) {
+    out.push(term_hash(b'e', &[endpoint.as_bytes()]));
     out.push(term_hash(
         b'm',
-        &[
-            e.method.to_ascii_uppercase().as_bytes(),
-            e.endpoint.as_bytes(),
-        ],
+        &[method.to_ascii_uppercase().as_bytes(), endpoint.as_bytes()],
     ));
 }
 
@@ -351,8 +322,14 @@ impl SqliteStore {
                 break;
             };
             for (id, frame) in rows {
-                let batch = decode_frame(id, &frame)?;
-                self.derived.add(id, &batch.events);
+                let sum = match tapline_wire::summarize(&frame) {
+                    Ok(Some((s, _))) => s,
+                    Ok(None) => {
+                        return Err(StoreError::Corrupt(id, tapline_wire::WireError::Truncated));
+                    }
+                    Err(e) => return Err(StoreError::Corrupt(id, e)),
+                };
+                self.derived.add(id, &sum);
             }
             from = last;
             if self.derived.keys() > DERIVED_MAX_KEYS {
@@ -391,7 +368,14 @@ impl SqliteStore {
             let by_value = d.actors_value.iter().map(|(k, i)| (k.clone(), i));
             for (k, i) in fp.into_iter().chain(by_value) {
                 let s = i.seen.expect("counted");
-                up_actor.execute(params![k, i.kind, i.claims, s.first, s.last, s.n])?;
+                up_actor.execute(params![
+                    k,
+                    i.kind,
+                    i.claims,
+                    s.first,
+                    s.last,
+                    s.events as i64
+                ])?;
             }
             let mut up_endpoint = tx.prepare_cached(
                 "INSERT INTO endpoints(method, template, first_us, last_us, events) VALUES (?1, ?2, ?3, ?4, ?5)
@@ -401,7 +385,7 @@ impl SqliteStore {
             for (m, ts) in &d.endpoints {
                 for (t, s) in ts {
                     let s = s.expect("counted");
-                    up_endpoint.execute(params![m, t, s.first, s.last, s.n])?;
+                    up_endpoint.execute(params![m, t, s.first, s.last, s.events as i64])?;
                 }
             }
             let mut up_entity = tx.prepare_cached(
@@ -412,7 +396,7 @@ impl SqliteStore {
             for (k, vs) in &d.entities {
                 for (v, s) in vs {
                     let s = s.expect("counted");
-                    up_entity.execute(params![k, v, s.first, s.last, s.n])?;
+                    up_entity.execute(params![k, v, s.first, s.last, s.events as i64])?;
                 }
             }
             tx.execute(
@@ -545,16 +529,19 @@ impl EventStore for SqliteStore {
             let mut terms: Vec<i64> = Vec::new();
             for (i, b) in batches.iter().enumerate() {
                 let agent = Self::agent_id(&tx, &mut self.agent_ids, &b.batch.agent, &b.cert, now)?;
-                let events = &b.batch.events;
-                let ts_min = events.iter().map(|e| e.ts_us).min().unwrap_or(now);
-                let ts_max = events.iter().map(|e| e.ts_us).max().unwrap_or(now);
+                let sum = &b.batch;
+                let (ts_min, ts_max) = if sum.events == 0 {
+                    (now, now)
+                } else {
+                    (sum.ts_min, sum.ts_max)
+                };
                 let inserted = ins_batch.execute(params![
                     agent,
                     b.batch.seq as i64,
                     now.div_euclid(DAY_US),
                     ts_min,
                     ts_max,
-                    events.len() as i64,
+                    sum.events as i64,
                     now,
                     &b.frame
                 ])?;
@@ -565,11 +552,11 @@ impl EventStore for SqliteStore {
                 }
                 let batch_id = tx.last_insert_rowid();
                 terms.clear();
-                for e in events {
-                    for a in &e.actors {
-                        actor_terms(a, &mut terms);
-                    }
-                    endpoint_terms(e, &mut terms);
+                for (a, _) in &sum.actors {
+                    actor_terms(a, &mut terms);
+                }
+                for (m, t, _) in &sum.endpoints {
+                    endpoint_terms(m, t, &mut terms);
                 }
                 terms.sort_unstable();
                 terms.dedup();
@@ -578,7 +565,7 @@ impl EventStore for SqliteStore {
                 }
                 upd_agent.execute(params![
                     agent,
-                    events.len() as i64,
+                    sum.events as i64,
                     b.batch.seq as i64,
                     ts_max,
                     now
@@ -589,7 +576,7 @@ impl EventStore for SqliteStore {
         }
         tx.commit()?;
         for (id, i) in stored {
-            self.derived.add(id, &batches[i].batch.events);
+            self.derived.add(id, &batches[i].batch);
         }
         if self.derived.since.elapsed() >= DERIVED_EVERY || self.derived.keys() > DERIVED_MAX_KEYS {
             self.flush_derived()?;
