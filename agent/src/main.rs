@@ -551,9 +551,13 @@ fn run(args: RunArgs) -> Result<()> {
     stop.store(true, Ordering::Relaxed);
     let result = live.shutdown();
     if let Some(s) = shipper {
-        // The workers are gone: this is the last reference. Unacked batches stay spooled.
-        if let Ok(mut s) = Arc::try_unwrap(s) {
-            let r = s.stop();
+        // The workers are gone: this is the last reference. The last batches get a few
+        // seconds to be acked (a second signal cuts it short); the rest stays spooled.
+        if let Ok(s) = Arc::try_unwrap(s) {
+            stop.store(false, Ordering::Relaxed);
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+            let r =
+                s.finish(|| stop.load(Ordering::Relaxed) || std::time::Instant::now() >= deadline);
             eprintln!(
                 "shipping stopped: {} events acked this run, {} batches not acked{}, {} events dropped (spool full)",
                 r.events_acked,

@@ -176,7 +176,14 @@ async fn session(
     let handshake = Duration::from_secs(limits.handshake_timeout_secs.max(1));
     let tls = match tokio::time::timeout(handshake, acceptor.accept(sock)).await {
         Ok(Ok(t)) => t,
-        Ok(Err(e)) => return Err(("tls", format!("TLS handshake failed: {e}"))),
+        Ok(Err(e)) => {
+            let hint = if e.to_string().contains("alert") {
+                " (the client does not trust this collector's certificate: is its bundle from this collector?)"
+            } else {
+                ""
+            };
+            return Err(("tls", format!("TLS handshake failed: {e}{hint}")));
+        }
         Err(_) => return Err(("timeout", "TLS handshake timed out".into())),
     };
     let cert = tls

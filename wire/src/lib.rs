@@ -153,16 +153,18 @@ pub fn frame_len(buf: &[u8]) -> Result<Option<usize>, WireError> {
 
 /// Decodes the body of a batch frame (magic already checked).
 pub fn decode_batch_body(frame: &RawFrame<'_>) -> Result<Batch, WireError> {
-    let inflated;
-    let body = if frame.flags & FLAG_DEFLATE != 0 {
-        inflated = inflate(frame.body)?;
-        &inflated[..]
-    } else {
-        frame.body
-    };
     match frame.version {
-        1 => v1::decode_body(body),
+        1 => v1::decode_body(&batch_body(frame)?),
         v => Err(WireError::UnsupportedVersion(v)),
+    }
+}
+
+/// A batch frame's body, inflated when it is compressed.
+fn batch_body<'a>(frame: &RawFrame<'a>) -> Result<std::borrow::Cow<'a, [u8]>, WireError> {
+    if frame.flags & FLAG_DEFLATE != 0 {
+        Ok(std::borrow::Cow::Owned(inflate(frame.body)?))
+    } else {
+        Ok(std::borrow::Cow::Borrowed(frame.body))
     }
 }
 
@@ -221,15 +223,8 @@ pub fn summarize(buf: &[u8]) -> Result<Option<(Summary, usize)>, WireError> {
     if frame.magic != MAGIC {
         return Err(WireError::BadMagic);
     }
-    let inflated;
-    let body = if frame.flags & FLAG_DEFLATE != 0 {
-        inflated = inflate(frame.body)?;
-        &inflated[..]
-    } else {
-        frame.body
-    };
     match frame.version {
-        1 => Ok(Some((v1::summarize_body(body)?, used))),
+        1 => Ok(Some((v1::summarize_body(&batch_body(&frame)?)?, used))),
         v => Err(WireError::UnsupportedVersion(v)),
     }
 }

@@ -319,19 +319,10 @@ fn get<T>(items: &[T], i: u32) -> Result<&T, WireError> {
     items.get(i as usize).ok_or(WireError::BadIndex)
 }
 
-pub(crate) fn decode_body(body: &[u8]) -> Result<Batch, WireError> {
-    let mut b: BodyV1 = postcard::from_bytes(body).map_err(|e| WireError::Decode(e.to_string()))?;
-    let columns = std::mem::take(&mut b.events);
-    let rows = columns.into_events()?;
+/// The batch's actor table, every index checked.
+fn decode_actors(b: &BodyV1) -> Result<Vec<Actor>, WireError> {
     let s = |i: u32| get(&b.strings, i).cloned();
-    let ip = |i: u32| -> Result<IpAddr, WireError> {
-        Ok(match *get(&b.addrs, i)? {
-            Addr::V4(o) => IpAddr::from(o),
-            Addr::V6(o) => IpAddr::from(o),
-        })
-    };
-    let actors: Vec<Actor> = b
-        .actors
+    b.actors
         .iter()
         .map(|a| {
             Ok(Actor {
@@ -347,7 +338,21 @@ pub(crate) fn decode_body(body: &[u8]) -> Result<Batch, WireError> {
                 verified: a.verified,
             })
         })
-        .collect::<Result<_, WireError>>()?;
+        .collect()
+}
+
+pub(crate) fn decode_body(body: &[u8]) -> Result<Batch, WireError> {
+    let mut b: BodyV1 = postcard::from_bytes(body).map_err(|e| WireError::Decode(e.to_string()))?;
+    let columns = std::mem::take(&mut b.events);
+    let rows = columns.into_events()?;
+    let s = |i: u32| get(&b.strings, i).cloned();
+    let ip = |i: u32| -> Result<IpAddr, WireError> {
+        Ok(match *get(&b.addrs, i)? {
+            Addr::V4(o) => IpAddr::from(o),
+            Addr::V6(o) => IpAddr::from(o),
+        })
+    };
+    let actors = decode_actors(&b)?;
     let mut ts = 0i64;
     let mut events = Vec::with_capacity(rows.len());
     for e in &rows {
@@ -452,25 +457,7 @@ pub(crate) fn summarize_body(body: &[u8]) -> Result<Summary, WireError> {
         get(&b.addrs, f.client)?;
         get(&b.addrs, f.server)?;
     }
-    let actors: Vec<Actor> = b
-        .actors
-        .iter()
-        .map(|a| {
-            let s = |i: u32| get(&b.strings, i).cloned();
-            Ok(Actor {
-                kind: ActorKind::from_code(a.kind).ok_or(WireError::BadIndex)?,
-                fingerprint: a.fingerprint.map(u64::from_le_bytes),
-                value: a.value.map(s).transpose()?,
-                hint: a.hint.map(s).transpose()?,
-                claims: a
-                    .claims
-                    .iter()
-                    .map(|&(k, v)| Ok((s(k)?, s(v)?)))
-                    .collect::<Result<_, WireError>>()?,
-                verified: a.verified,
-            })
-        })
-        .collect::<Result<_, WireError>>()?;
+    let actors = decode_actors(&b)?;
     let mut actor_seen: Vec<Option<Seen>> = vec![None; actors.len()];
     let mut endpoints: HashMap<(u32, u32), Seen> = HashMap::default();
     let mut entities: HashMap<(u32, u32), Seen> = HashMap::default();

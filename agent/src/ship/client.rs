@@ -153,7 +153,15 @@ fn classify(e: &io::Error) -> End {
                 rustls::Error::AlertReceived(_) | rustls::Error::InvalidCertificate(_)
             )
         });
-    if refused {
+    let server_cert = e
+        .get_ref()
+        .and_then(|i| i.downcast_ref::<rustls::Error>())
+        .is_some_and(|t| matches!(t, rustls::Error::InvalidCertificate(_)));
+    if server_cert {
+        End::Refused(format!(
+            "TLS: the collector's certificate does not verify against the bundle's CA ({text}): is the bundle from this collector?"
+        ))
+    } else if refused {
         End::Refused(format!("TLS: {text}"))
     } else {
         End::Transient(text)

@@ -106,6 +106,7 @@ pub struct SqliteStore {
 }
 
 type Map<K, V> = foldhash::HashMap<K, V>;
+type NestedSeen = Map<String, Map<String, Option<Seen>>>;
 
 /// What the actors table keeps of an actor besides its times and count.
 struct ActorInfo {
@@ -121,20 +122,15 @@ struct Derived {
     actors_fp: Map<u64, ActorInfo>,
     actors_value: Map<String, ActorInfo>,
     /// method → template → seen.
-    endpoints: Map<String, Map<String, Option<Seen>>>,
+    endpoints: NestedSeen,
     /// kind → id → seen.
-    entities: Map<String, Map<String, Option<Seen>>>,
+    entities: NestedSeen,
     keys: usize,
     upto: i64,
     since: std::time::Instant,
 }
 
-fn nested<'m>(
-    map: &'m mut Map<String, Map<String, Option<Seen>>>,
-    a: &str,
-    b: &str,
-    keys: &mut usize,
-) -> &'m mut Option<Seen> {
+fn nested<'m>(map: &'m mut NestedSeen, a: &str, b: &str, keys: &mut usize) -> &'m mut Option<Seen> {
     if !map.contains_key(a) {
         map.insert(a.to_string(), Map::default());
     }
@@ -377,28 +373,22 @@ impl SqliteStore {
                     s.events as i64
                 ])?;
             }
-            let mut up_endpoint = tx.prepare_cached(
-                "INSERT INTO endpoints(method, template, first_us, last_us, events) VALUES (?1, ?2, ?3, ?4, ?5)
-                 ON CONFLICT(method, template) DO UPDATE SET first_us = min(first_us, excluded.first_us),
-                    last_us = max(last_us, excluded.last_us), events = events + excluded.events",
-            )?;
-            for (m, ts) in &d.endpoints {
-                for (t, s) in ts {
-                    let s = s.expect("counted");
-                    up_endpoint.execute(params![m, t, s.first, s.last, s.events as i64])?;
+            let upsert = |table: &str, a: &str, b: &str, nested: &NestedSeen| {
+                let mut stmt = tx.prepare_cached(&format!(
+                    "INSERT INTO {table}({a}, {b}, first_us, last_us, events) VALUES (?1, ?2, ?3, ?4, ?5)
+                     ON CONFLICT({a}, {b}) DO UPDATE SET first_us = min(first_us, excluded.first_us),
+                        last_us = max(last_us, excluded.last_us), events = events + excluded.events"
+                ))?;
+                for (x, ys) in nested {
+                    for (y, s) in ys {
+                        let s = s.expect("counted");
+                        stmt.execute(params![x, y, s.first, s.last, s.events as i64])?;
+                    }
                 }
-            }
-            let mut up_entity = tx.prepare_cached(
-                "INSERT INTO entities(kind, value, first_us, last_us, events) VALUES (?1, ?2, ?3, ?4, ?5)
-                 ON CONFLICT(kind, value) DO UPDATE SET first_us = min(first_us, excluded.first_us),
-                    last_us = max(last_us, excluded.last_us), events = events + excluded.events",
-            )?;
-            for (k, vs) in &d.entities {
-                for (v, s) in vs {
-                    let s = s.expect("counted");
-                    up_entity.execute(params![k, v, s.first, s.last, s.events as i64])?;
-                }
-            }
+                Ok::<(), StoreError>(())
+            };
+            upsert("endpoints", "method", "template", &d.endpoints)?;
+            upsert("entities", "kind", "value", &d.entities)?;
             tx.execute(
                 "INSERT INTO meta(key, value) VALUES ('derived_upto', ?1)
                  ON CONFLICT(key) DO UPDATE SET value = excluded.value",
