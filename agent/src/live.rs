@@ -578,10 +578,68 @@ struct Worker {
 /// Bytes of log a worker gathers before taking the output lock.
 const WRITE_BATCH: usize = 64 << 10;
 
+/// Where a worker's transactions go: the log buffer and, when shipping, the batcher.
+struct WorkerSink {
+    index: usize,
+    log: LogFormat,
+    redact: bool,
+    bodies: bool,
+    pending: Vec<u8>,
+    extractor: Extractor,
+    redactor: Redactor,
+    batcher: crate::ship::EventBatcher,
+    shipper: Option<Arc<crate::ship::Shipper>>,
+}
+
+impl WorkerSink {
+    fn emit(&mut self, meta: &FlowMeta, tx: Transaction) {
+        if self.log == LogFormat::Http {
+            let opts = EveOptions {
+                bodies: self.bodies,
+                redact: self.redact.then_some(&self.redactor),
+            };
+            write_transaction(&mut self.pending, meta, &tx, &opts);
+        }
+        if self.log == LogFormat::Events || self.shipper.is_some() {
+            let Some(e) = self.extractor.event(meta, &tx) else {
+                return;
+            };
+            if self.log == LogFormat::Events && serde_json::to_writer(&mut self.pending, &e).is_ok()
+            {
+                self.pending.push(b'\n');
+            }
+            if self.shipper.is_some() {
+                let full = self.batcher.push(e);
+                self.submit(full);
+            }
+        }
+    }
+
+    fn submit(&self, batch: Option<Vec<tapline_wire::Event>>) {
+        if let (Some(s), Some(b)) = (&self.shipper, batch)
+            && let Err(e) = s.submit(b)
+        {
+            eprintln!("worker {}: {e}", self.index);
+        }
+    }
+
+    /// Ships the batch being gathered when it is old enough, or now at the end.
+    fn flush_batch(&mut self, ended: bool) {
+        if self.shipper.is_some() {
+            let b = if ended {
+                self.batcher.take()
+            } else {
+                self.batcher.due()
+            };
+            self.submit(b);
+        }
+    }
+}
+
 impl Worker {
     fn run(self) {
         let mut pipeline = Pipeline::new(self.config.pipeline);
-        let mut extractor = match Extractor::new(self.config.extract.clone()) {
+        let extractor = match Extractor::new(self.config.extract.clone()) {
             Ok(mut x) => {
                 x.set_agent(&self.config.agent);
                 x
@@ -591,68 +649,31 @@ impl Worker {
                 return;
             }
         };
-        let mut redactor = Redactor::new(extractor.config(), extractor.fingerprinter().clone());
+        let mut sink = WorkerSink {
+            index: self.index,
+            log: self.config.log,
+            redact: self.config.redact,
+            bodies: self.config.bodies,
+            pending: Vec::with_capacity(WRITE_BATCH * 2),
+            redactor: Redactor::new(extractor.config(), extractor.fingerprinter().clone()),
+            extractor,
+            batcher: crate::ship::EventBatcher::new(&self.config.ship),
+            shipper: self.shipper.clone(),
+        };
         let mut generation = 0u64;
-        let mut pending: Vec<u8> = Vec::with_capacity(WRITE_BATCH * 2);
         let mut snapshot = Snapshot::default();
         let mut events_seen = 0u64;
         let mut last_tick = Instant::now();
-        let log = self.config.log;
-        let redact = self.config.redact;
-        let bodies = self.config.bodies;
-        let shipper = self.shipper.clone();
-        let mut batcher = crate::ship::EventBatcher::new(&self.config.ship);
-        let submit = |batch: Option<Vec<tapline_wire::Event>>| {
-            if let (Some(s), Some(b)) = (&shipper, batch)
-                && let Err(e) = s.submit(b)
-            {
-                eprintln!("worker {}: {e}", self.index);
-            }
-        };
-        let emit = |meta: &FlowMeta,
-                    tx: Transaction,
-                    pending: &mut Vec<u8>,
-                    extractor: &mut Extractor,
-                    redactor: &Redactor,
-                    batcher: &mut crate::ship::EventBatcher| {
-            if log == LogFormat::Http {
-                let opts = EveOptions {
-                    bodies,
-                    redact: redact.then_some(redactor),
-                };
-                write_transaction(pending, meta, &tx, &opts);
-            }
-            if log == LogFormat::Events || shipper.is_some() {
-                let Some(e) = extractor.event(meta, &tx) else {
-                    return;
-                };
-                if log == LogFormat::Events && serde_json::to_writer(&mut *pending, &e).is_ok() {
-                    pending.push(b'\n');
-                }
-                if shipper.is_some() {
-                    submit(batcher.push(e));
-                }
-            }
-        };
         loop {
             let msg = self.rx.recv_timeout(Duration::from_millis(200));
             let ended = matches!(msg, Err(crossbeam_channel::RecvTimeoutError::Disconnected));
             if let Ok(m) = msg {
                 pipeline.frame(m.linktype, m.ts, &m.buf, &mut |meta, tx| {
-                    emit(
-                        meta,
-                        tx,
-                        &mut pending,
-                        &mut extractor,
-                        &redactor,
-                        &mut batcher,
-                    )
+                    sink.emit(meta, tx)
                 });
                 let _ = self.pool.try_send(m.buf);
             }
-            if shipper.is_some() {
-                submit(if ended { batcher.take() } else { batcher.due() });
-            }
+            sink.flush_batch(ended);
             let idle = last_tick.elapsed() >= Duration::from_secs(1);
             if ended || idle {
                 last_tick = Instant::now();
@@ -662,37 +683,17 @@ impl Worker {
                     .map(|d| d.as_micros() as i64)
                     .unwrap_or(0);
                 if ended {
-                    pipeline.finish(&mut |meta, tx| {
-                        emit(
-                            meta,
-                            tx,
-                            &mut pending,
-                            &mut extractor,
-                            &redactor,
-                            &mut batcher,
-                        )
-                    });
+                    pipeline.finish(&mut |meta, tx| sink.emit(meta, tx));
+                    sink.flush_batch(true);
                 } else {
-                    pipeline.tick(now, &mut |meta, tx| {
-                        emit(
-                            meta,
-                            tx,
-                            &mut pending,
-                            &mut extractor,
-                            &redactor,
-                            &mut batcher,
-                        )
-                    });
-                }
-                if ended {
-                    submit(batcher.take());
+                    pipeline.tick(now, &mut |meta, tx| sink.emit(meta, tx));
                 }
                 self.metrics
                     .add_pipeline(&pipeline.stats(), &pipeline.flow_stats(), &mut snapshot);
                 self.metrics
                     .events
-                    .inc_by(extractor.stats.events.saturating_sub(events_seen));
-                events_seen = extractor.stats.events;
+                    .inc_by(sink.extractor.stats.events.saturating_sub(events_seen));
+                events_seen = sink.extractor.stats.events;
                 if let Ok(r) = self.reload.lock()
                     && r.0 != generation
                     && let Some(cfg) = &r.1
@@ -701,20 +702,18 @@ impl Worker {
                     match Extractor::new(cfg.clone()) {
                         Ok(mut x) => {
                             x.set_agent(&self.config.agent);
-                            extractor = x;
-                            redactor = Redactor::new(
-                                extractor.config(),
-                                extractor.fingerprinter().clone(),
-                            );
+                            sink.redactor = Redactor::new(x.config(), x.fingerprinter().clone());
+                            sink.extractor = x;
                             events_seen = 0;
                         }
                         Err(e) => eprintln!("worker {}: reload refused: {e}", self.index),
                     }
                 }
             }
+            let pending = &mut sink.pending;
             if pending.len() >= WRITE_BATCH || ((ended || idle) && !pending.is_empty()) {
                 if let Ok(mut o) = self.output.lock() {
-                    let _ = o.write_all(&pending);
+                    let _ = o.write_all(pending);
                     if ended || idle {
                         let _ = o.flush();
                     }
