@@ -131,7 +131,8 @@ struct ShipArgs {
     /// else memory].
     #[arg(long)]
     spool: Option<PathBuf>,
-    /// Spool bound in MiB; batches past it are dropped and counted [default: 256].
+    /// Spool bound in MiB; batches past it are dropped and counted [default: 256 with
+    /// --spool, 64 in memory].
     #[arg(long)]
     spool_max_mb: Option<f64>,
     /// Collector address (`host:port`) instead of the bundle's list; repeat for failover.
@@ -162,7 +163,7 @@ impl ShipArgs {
             ship.spool_dir = Some(d.clone());
         }
         if let Some(m) = self.spool_max_mb {
-            ship.spool_max_mb = m;
+            ship.spool_max_mb = Some(m);
         }
         if !self.collectors.is_empty() {
             ship.collectors = self.collectors.clone();

@@ -28,6 +28,9 @@ pub struct Limits {
     pub max_frame_bytes: usize,
     /// Batches read from one connection ahead of their acks.
     pub max_inflight_batches: usize,
+    /// MiB of batches read but not yet stored, across all connections: reading waits
+    /// past it (at least one largest frame).
+    pub max_buffered_mb: u64,
     /// Seconds for the TLS handshake and the agent's first message.
     pub handshake_timeout_secs: u64,
     /// Seconds of silence before a connection is closed (agents send a status every 10 s).
@@ -75,6 +78,7 @@ impl Default for Limits {
             max_connections: 1024,
             max_frame_bytes: tapline_wire::MAX_FRAME,
             max_inflight_batches: 8,
+            max_buffered_mb: 256,
             handshake_timeout_secs: 10,
             idle_timeout_secs: 120,
         }

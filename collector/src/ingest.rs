@@ -13,7 +13,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio_rustls::TlsAcceptor;
 
 use tapline_wire::WireError;
@@ -46,6 +46,8 @@ struct Ctx {
     registry: Mutex<(Option<SystemTime>, Registry)>,
     metrics: Arc<Metrics>,
     store: mpsc::Sender<StoreJob>,
+    /// Bytes of frames read and not yet stored, across all connections.
+    buffered: Arc<Semaphore>,
 }
 
 impl Ctx {
@@ -102,6 +104,11 @@ impl Server {
         let ctx = Arc::new(Ctx {
             registry: Mutex::new((None, Registry::default())),
             registry_path: dir.registry(),
+            buffered: Arc::new(Semaphore::new(
+                (config.limits.max_buffered_mb.max(1) as usize)
+                    .saturating_mul(1 << 20)
+                    .max(config.limits.max_frame_bytes + 4),
+            )),
             config,
             metrics,
             store: tx,
@@ -243,12 +250,8 @@ where
         return Err(("revoked", msg));
     }
     // The first message says who the agent is.
-    let first = match tokio::time::timeout(handshake, read_frame(rd, limits.max_frame_bytes)).await
-    {
-        Ok(r) => r,
-        Err(_) => Err(FrameError::Timeout),
-    };
-    let status = match first.map(|f| f.map(|f| proto::decode_client(&f))) {
+    let first = read_frame(rd, proto::MAX_CONTROL + 12, handshake, None).await;
+    let status = match first.map(|f| f.map(|(f, _)| proto::decode_client(&f))) {
         Ok(Some(Ok(Some((ClientMessage::Status(s), _))))) => s,
         Ok(Some(Ok(_))) => {
             let msg = "the first message must be the agent's status".to_string();
@@ -307,18 +310,14 @@ where
     let writer = tokio::spawn(write_replies(wr, reply_rx));
     let mut last_status = status;
     let result: Result<(), SessionError> = loop {
-        let frame = match tokio::time::timeout(idle, read_frame(rd, limits.max_frame_bytes)).await {
-            Ok(Ok(Some(f))) => f,
-            Ok(Ok(None)) => break Ok(()),
-            Ok(Err(e)) => {
+        let read = read_frame(rd, limits.max_frame_bytes, idle, Some(&ctx.buffered)).await;
+        let (frame, permit) = match read {
+            Ok(Some(f)) => f,
+            Ok(None) => break Ok(()),
+            Err(e) => {
                 let (reason, msg) = e.describe();
                 let _ = reply_tx.send(Reply::Reject(msg.clone())).await;
                 break Err((reason, format!("`{agent}`: {msg}")));
-            }
-            Err(_) => {
-                let msg = format!("no message for {}s", idle.as_secs());
-                let _ = reply_tx.send(Reply::Reject(msg.clone())).await;
-                break Err(("timeout", format!("`{agent}`: {msg}")));
             }
         };
         if frame.get(4..8) == Some(&proto::STATUS_MAGIC[..]) {
@@ -357,6 +356,8 @@ where
         let agent = agent.clone();
         let cert = enrolled.name.clone();
         tokio::spawn(async move {
+            // The frame's share of the buffered-bytes budget is held until it is stored.
+            let _permit = permit;
             // Checked and summarized, not decoded: the store keeps the frame as sent.
             let summarized =
                 tokio::task::spawn_blocking(move || (tapline_wire::summarize(&frame), frame)).await;
@@ -461,7 +462,7 @@ enum FrameError {
     TooLarge(usize),
     Eof { got: usize, want: usize },
     Io(std::io::Error),
-    Timeout,
+    Timeout(u64),
 }
 
 impl FrameError {
@@ -476,27 +477,36 @@ impl FrameError {
                 format!("connection closed inside a frame ({got} of {want} bytes)"),
             ),
             FrameError::Io(e) => ("protocol", format!("read failed: {e}")),
-            FrameError::Timeout => ("timeout", "no status message in time".into()),
+            FrameError::Timeout(secs) => ("timeout", format!("no message for {secs} s")),
         }
     }
 }
 
 /// Reads one whole frame (length prefix included); `Ok(None)` on a clean end between
 /// frames. The length is checked before the body is read, so a hostile length costs
-/// nothing.
+/// nothing, and with a `budget` the frame's bytes are taken from it before they are read
+/// (waiting while other frames hold it). `idle` bounds each wait for the peer, not for the
+/// budget.
 async fn read_frame<R: tokio::io::AsyncRead + Unpin>(
     rd: &mut R,
     max: usize,
-) -> Result<Option<Vec<u8>>, FrameError> {
+    idle: Duration,
+    budget: Option<&Arc<Semaphore>>,
+) -> Result<Option<(Vec<u8>, Option<OwnedSemaphorePermit>)>, FrameError> {
+    let timeout = FrameError::Timeout(idle.as_secs());
     let mut prefix = [0u8; 4];
     let mut got = 0;
     while got < 4 {
-        match rd.read(&mut prefix[got..]).await {
-            Ok(0) if got == 0 => return Ok(None),
-            Ok(0) => return Err(FrameError::Eof { got, want: 4 }),
-            Ok(n) => got += n,
-            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && got == 0 => return Ok(None),
-            Err(e) => return Err(FrameError::Io(e)),
+        let r = tokio::time::timeout(idle, rd.read(&mut prefix[got..])).await;
+        match r {
+            Err(_) => return Err(timeout),
+            Ok(Ok(0)) if got == 0 => return Ok(None),
+            Ok(Ok(0)) => return Err(FrameError::Eof { got, want: 4 }),
+            Ok(Ok(n)) => got += n,
+            Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof && got == 0 => {
+                return Ok(None);
+            }
+            Ok(Err(e)) => return Err(FrameError::Io(e)),
         }
     }
     let len = match tapline_wire::frame_len(&prefix) {
@@ -507,22 +517,32 @@ async fn read_frame<R: tokio::io::AsyncRead + Unpin>(
     if len > max {
         return Err(FrameError::TooLarge(len));
     }
+    let permit = match budget {
+        Some(b) => Some(
+            b.clone()
+                .acquire_many_owned((4 + len) as u32)
+                .await
+                .map_err(|_| FrameError::Io(std::io::Error::other("shutting down")))?,
+        ),
+        None => None,
+    };
     let mut frame = vec![0u8; 4 + len];
     frame[..4].copy_from_slice(&prefix);
     let mut at = 4;
     while at < frame.len() {
-        match rd.read(&mut frame[at..]).await {
-            Ok(0) => {
+        match tokio::time::timeout(idle, rd.read(&mut frame[at..])).await {
+            Err(_) => return Err(timeout),
+            Ok(Ok(0)) => {
                 return Err(FrameError::Eof {
                     got: at - 4,
                     want: len,
                 });
             }
-            Ok(n) => at += n,
-            Err(e) => return Err(FrameError::Io(e)),
+            Ok(Ok(n)) => at += n,
+            Ok(Err(e)) => return Err(FrameError::Io(e)),
         }
     }
-    Ok(Some(frame))
+    Ok(Some((frame, permit)))
 }
 
 /// The store thread: group commits whatever batches are waiting, acks them, and prunes

@@ -103,7 +103,7 @@ fn a_million_events_survive_collector_sigkills_exactly_once() {
     c.start();
     let config = ShipConfig {
         spool_dir: Some(dir.path("spool")),
-        spool_max_mb: 2048.0,
+        spool_max_mb: Some(2048.0),
         ..Default::default()
     };
     let shipper =

@@ -121,7 +121,7 @@ fn ship(
 ) -> Result<(Run, Option<Collector>)> {
     let per_agent = TOTAL / agents;
     let config = ShipConfig {
-        spool_max_mb: 4096.0,
+        spool_max_mb: Some(4096.0),
         ..Default::default()
     };
     let mut collector = if drain {

@@ -33,8 +33,8 @@ pub struct ShipConfig {
     pub collectors: Vec<String>,
     /// Spool directory; without one, unacked batches are held in memory only.
     pub spool_dir: Option<PathBuf>,
-    /// Spool bound in MiB.
-    pub spool_max_mb: f64,
+    /// Spool bound in MiB (default 256 on disk, 64 in memory).
+    pub spool_max_mb: Option<f64>,
     /// A batch is sent at this many events …
     pub batch_events: usize,
     /// … or this many (estimated) bytes …
@@ -53,7 +53,7 @@ impl Default for ShipConfig {
             bundle: None,
             collectors: Vec::new(),
             spool_dir: None,
-            spool_max_mb: 256.0,
+            spool_max_mb: None,
             batch_events: 2000,
             batch_bytes: 1 << 20,
             batch_ms: 1000,
@@ -158,7 +158,14 @@ impl Shipper {
         config: &ShipConfig,
         metrics: ShipMetrics,
     ) -> Result<Shipper, ShipError> {
-        let max = (config.spool_max_mb.max(0.01) * f64::from(1u32 << 20)) as u64;
+        let mb = config
+            .spool_max_mb
+            .unwrap_or(if config.spool_dir.is_some() {
+                256.0
+            } else {
+                64.0
+            });
+        let max = (mb.max(0.01) * f64::from(1u32 << 20)) as u64;
         let spool = match &config.spool_dir {
             Some(d) => Spool::open(d, max)?,
             None => Spool::in_memory(max),
