@@ -806,3 +806,208 @@ impl Ord for HeapEvent {
         std::cmp::Ordering::Equal
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::AgentSeen;
+    use std::net::{IpAddr, Ipv4Addr};
+    use tapline_wire::{Actor, ActorKind, Batch, Endpoint, Entity, EntitySource};
+
+    fn event(i: i64, sub: &str, endpoint: &str) -> Event {
+        let ep = Endpoint {
+            ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            port: 80,
+        };
+        Event {
+            agent: String::new(),
+            ts_us: 1_700_000_000_000_000 + i * 1_000_000,
+            flow_id: i as u64,
+            client: ep,
+            server: ep,
+            method: "GET".into(),
+            endpoint: endpoint.into(),
+            host: None,
+            status: Some(200),
+            request_bytes: 1,
+            response_bytes: 2,
+            latency_us: None,
+            actors: vec![Actor {
+                kind: ActorKind::Jwt,
+                fingerprint: Some(0xabc),
+                value: None,
+                hint: None,
+                claims: vec![("sub".into(), sub.into())],
+                verified: None,
+            }],
+            entities: vec![Entity {
+                kind: "invoice".into(),
+                id: format!("inv_{i}"),
+                source: EntitySource::Path,
+            }],
+            owners: vec![],
+            user_agent: None,
+            anomalies: vec![],
+        }
+    }
+
+    fn incoming(agent: &str, seq: u64, events: Vec<Event>) -> IncomingBatch {
+        let frame = tapline_wire::encode(&Batch {
+            agent: agent.into(),
+            seq,
+            events,
+        });
+        let (batch, _) = tapline_wire::summarize(&frame).unwrap().unwrap();
+        IncomingBatch {
+            frame,
+            batch,
+            cert: agent.into(),
+        }
+    }
+
+    fn temp_db(name: &str) -> std::path::PathBuf {
+        let p =
+            std::env::temp_dir().join(format!("tapline-store-{name}-{}.db", std::process::id()));
+        for ext in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{ext}", p.display()));
+        }
+        p
+    }
+
+    #[test]
+    fn duplicates_are_acked_not_stored_and_queries_filter() {
+        let path = temp_db("dedupe");
+        let mut s = SqliteStore::open(&path, &StoreConfig::default()).unwrap();
+        let a = incoming(
+            "n1",
+            5,
+            (0..10).map(|i| event(i, "alice", "/a/{id}")).collect(),
+        );
+        let b = incoming("n1", 6, (10..15).map(|i| event(i, "bob", "/b")).collect());
+        let again = incoming(
+            "n1",
+            5,
+            (0..10).map(|i| event(i, "alice", "/a/{id}")).collect(),
+        );
+        let other = incoming("n2", 5, (20..22).map(|i| event(i, "bob", "/b")).collect());
+        assert_eq!(
+            s.append(&[a, b, again, other]).unwrap(),
+            vec![
+                Outcome::Stored,
+                Outcome::Stored,
+                Outcome::Duplicate,
+                Outcome::Stored
+            ]
+        );
+        let q = |q: EventQuery| s.count(&q).unwrap();
+        assert_eq!(q(EventQuery::default()), 17);
+        let actor = |t: &str| EventQuery {
+            actor: Some(t.into()),
+            ..Default::default()
+        };
+        assert_eq!(q(actor("sub=alice")), 10);
+        assert_eq!(q(actor("bob")), 7);
+        assert_eq!(q(actor("0000000000000abc")), 17);
+        assert_eq!(q(actor("sub=carol")), 0);
+        assert_eq!(
+            q(EventQuery {
+                endpoint: Some("GET /b".into()),
+                agent: Some("n2".into()),
+                ..Default::default()
+            }),
+            2
+        );
+        let since = EventQuery {
+            since_us: Some(1_700_000_000_000_000 + 12 * 1_000_000),
+            until_us: Some(1_700_000_000_000_000 + 21 * 1_000_000),
+            ..Default::default()
+        };
+        assert_eq!(q(since.clone()), 4);
+        // Time order across batches and agents.
+        let mut ts = Vec::new();
+        s.query(&EventQuery::default(), &mut |e| {
+            ts.push(e.ts_us);
+            true
+        })
+        .unwrap();
+        assert!(ts.windows(2).all(|w| w[0] <= w[1]));
+        let agents = s.agents().unwrap();
+        assert_eq!(agents[0].duplicates, 1);
+        assert_eq!(agents[0].last_seq, Some(6));
+        let _ = std::fs::remove_file(&path);
+    }
+
+    #[test]
+    fn derived_tables_catch_up_after_a_crash_without_double_counting() {
+        let path = temp_db("catchup");
+        {
+            let mut s = SqliteStore::open(&path, &StoreConfig::default()).unwrap();
+            s.append(&[incoming(
+                "n1",
+                1,
+                (0..4).map(|i| event(i, "alice", "/a")).collect(),
+            )])
+            .unwrap();
+            s.flush_derived().unwrap();
+            s.append(&[incoming(
+                "n1",
+                2,
+                (4..10).map(|i| event(i, "alice", "/a")).collect(),
+            )])
+            .unwrap();
+            // Dropped without close: the second batch's derived rows were never written.
+        }
+        let s = SqliteStore::open(&path, &StoreConfig::default()).unwrap();
+        let n: i64 = s
+            .conn
+            .query_row(
+                "SELECT events FROM endpoints WHERE template = '/a'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(n, 10);
+        let n: i64 = s
+            .conn
+            .query_row("SELECT count(*) FROM entities", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(n, 10);
+        let _ = std::fs::remove_file(&path);
+    }
+
+    #[test]
+    fn retention_removes_old_days_and_their_index() {
+        let path = temp_db("prune");
+        let mut s = SqliteStore::open(&path, &StoreConfig::default()).unwrap();
+        s.append(&[
+            incoming("n1", 1, (0..3).map(|i| event(i, "a", "/a")).collect()),
+            incoming("n1", 2, (3..5).map(|i| event(i, "a", "/a")).collect()),
+        ])
+        .unwrap();
+        s.agent_status(
+            &AgentSeen {
+                status: Default::default(),
+                cert: "n1".into(),
+                peer: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            },
+            false,
+        )
+        .unwrap();
+        s.conn
+            .execute("UPDATE batches SET day = day - 40 WHERE seq = 1", [])
+            .unwrap();
+        let p = s.prune(now_us()).unwrap();
+        assert_eq!((p.batches, p.events), (1, 3));
+        assert_eq!(s.count(&EventQuery::default()).unwrap(), 2);
+        let orphans: i64 = s
+            .conn
+            .query_row(
+                "SELECT count(*) FROM batch_terms WHERE batch_id NOT IN (SELECT id FROM batches)",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(orphans, 0);
+        let _ = std::fs::remove_file(&path);
+    }
+}
