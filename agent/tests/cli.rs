@@ -114,3 +114,54 @@ fn run_explains_bad_settings_in_one_line() {
         assert!(e.contains("bad capture filter `tcp port`"), "{e}");
     }
 }
+
+#[test]
+fn ship_settings_are_checked_before_reading() {
+    let golden = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden/lo-curl.pcapng");
+    let err = |args: &[&str]| {
+        let out = agent().args(args).output().unwrap();
+        assert!(!out.status.success(), "{args:?} should fail");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let g = golden.to_str().unwrap();
+    assert!(err(&["read", g, "--ship"]).contains("--ship needs a bundle"));
+    let dir = std::env::temp_dir().join(format!("tapline-cli-ship-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let missing = dir.join("nope.bundle");
+    assert!(
+        err(&["read", g, "--ship", "--bundle", missing.to_str().unwrap()])
+            .contains("reading the bundle")
+    );
+    let garbage = dir.join("garbage.bundle");
+    std::fs::write(&garbage, "name = 1\n").unwrap();
+    assert!(
+        err(&["read", g, "--ship", "--bundle", garbage.to_str().unwrap()])
+            .contains("not a Tapline agent bundle")
+    );
+    // A node bundle names the agent: a different [agent] id is refused.
+    let bundle = tapline_wire::bundle::Bundle {
+        name: "node-1".into(),
+        fleet: false,
+        collectors: vec!["127.0.0.1:9".into()],
+        server_name: "tapline-collector".into(),
+        fingerprint_key: "k".into(),
+        ca: String::new(),
+        cert: String::new(),
+        key: String::new(),
+    };
+    let b = dir.join("node-1.bundle");
+    std::fs::write(&b, bundle.to_toml()).unwrap();
+    let cfg = dir.join("agent.toml");
+    std::fs::write(&cfg, "[agent]\nid = \"node-2\"\n").unwrap();
+    let e = err(&[
+        "read",
+        g,
+        "--ship",
+        "--bundle",
+        b.to_str().unwrap(),
+        "--config",
+        cfg.to_str().unwrap(),
+    ]);
+    assert!(e.contains("issued to \"node-1\""), "{e}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
