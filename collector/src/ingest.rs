@@ -23,7 +23,7 @@ use crate::config::CollectorConfig;
 use crate::log;
 use crate::metrics::{Metrics, label};
 use crate::pki::{DataDir, Registry};
-use crate::store::{AgentSeen, EventStore, IncomingBatch, Outcome, SqliteStore};
+use crate::store::{AgentSeen, EventStore, IncomingBatch, Outcome, SqliteStore, now_us};
 
 /// Work for the store thread.
 enum StoreJob {
@@ -639,13 +639,6 @@ fn store_loop(
             }
         }
     }
-}
-
-pub fn now_us() -> i64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_micros() as i64)
-        .unwrap_or(0)
 }
 
 /// Serves `/metrics` (plain HTTP; bind it to a private address).

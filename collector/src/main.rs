@@ -242,7 +242,7 @@ fn parse_time(s: &str) -> Result<i64> {
         return Ok(d.as_micros() as i64);
     }
     if let Ok(d) = humantime::parse_duration(s) {
-        return Ok(tapline_collector::ingest::now_us() - d.as_micros() as i64);
+        return Ok(tapline_collector::store::now_us() - d.as_micros() as i64);
     }
     bail!("{s:?} is not a time: use RFC 3339, a duration ago (2h, 7d) or Unix seconds")
 }
@@ -355,7 +355,7 @@ fn agents(a: AgentsArgs) -> Result<()> {
         "{:<24} {:<9} {:>10} {:>12} {:>9} {:>8} {:>10} {:>12}  SEEN",
         "AGENT", "STATE", "LAST SEQ", "EVENTS", "LAG", "PENDING", "DUPLICATES", "DROPPED EV",
     )?;
-    let now = tapline_collector::ingest::now_us();
+    let now = tapline_collector::store::now_us();
     for r in rows {
         let lag = r
             .last_event_us

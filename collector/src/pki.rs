@@ -38,6 +38,8 @@ pub enum PkiError {
     Pem(PathBuf, String),
     #[error("{0}: {1}")]
     Registry(PathBuf, String),
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
     #[error("TLS setup: {0}")]
     Tls(#[from] rustls::Error),
     #[error("bad agent name {0:?}: use 1-128 letters, digits, '.', '-', '_'")]
@@ -195,8 +197,7 @@ pub fn enroll(dir: &DataDir, name: &str, fleet: bool, out: &Path) -> Result<Enro
     {
         return Err(PkiError::BadName(name.to_string()));
     }
-    let config = CollectorConfig::load(&dir.config())
-        .map_err(|e| PkiError::Registry(dir.config(), e.to_string()))?;
+    let config = CollectorConfig::load(&dir.config()).map_err(PkiError::Config)?;
     let ca_pem = read(&dir.ca_cert())?;
     let ca_key = KeyPair::from_pem(&read(&dir.ca_key())?)
         .map_err(|e| PkiError::Pem(dir.ca_key(), e.to_string()))?;

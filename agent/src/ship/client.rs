@@ -278,17 +278,11 @@ fn session(
                             inflight.pop_front();
                             let st = {
                                 let mut spool = shared.spool();
-                                let events = spool
-                                    .next_after(None)
-                                    .filter(|p| p.seq == seq)
-                                    .map_or(0, |p| p.events);
-                                spool.ack(seq);
+                                let events = spool.ack(seq);
                                 if let Err(e) = spool.sync(shared.fsync, false) {
                                     eprintln!("{e}");
                                 }
-                                shared
-                                    .events_acked
-                                    .fetch_add(u64::from(events), Ordering::Relaxed);
+                                shared.events_acked.fetch_add(events, Ordering::Relaxed);
                                 spool.stats()
                             };
                             if duplicate {

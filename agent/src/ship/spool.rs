@@ -282,13 +282,15 @@ impl Spool {
         Ok(Arc::new(buf))
     }
 
-    /// The collector stored every batch up to `seq`.
-    pub fn ack(&mut self, seq: u64) {
+    /// The collector stored every batch up to `seq`; returns the events they held.
+    pub fn ack(&mut self, seq: u64) -> u64 {
+        let mut events = 0;
         while let Some(p) = self.queue.front() {
             if p.seq > seq {
                 break;
             }
             let p = self.queue.pop_front().expect("peeked");
+            events += u64::from(p.events);
             self.bytes -= u64::from(p.len);
             if p.frame.is_some() && self.dir.is_some() {
                 self.cached -= u64::from(p.len);
@@ -311,6 +313,7 @@ impl Spool {
             let s = self.segments.pop_back().expect("checked");
             let _ = std::fs::remove_file(&s.path);
         }
+        events
     }
 
     /// Flushes appends to disk and records the acked sequence, at most once per
@@ -420,7 +423,7 @@ mod tests {
         assert_eq!(s.push(1, 10, vec![0; 100]).unwrap(), Admission::Queued);
         assert_eq!(s.push(2, 10, vec![0; 100]).unwrap(), Admission::Queued);
         assert_eq!(s.push(3, 7, vec![0; 100]).unwrap(), Admission::Dropped);
-        s.ack(1);
+        assert_eq!(s.ack(1), 10, "the acked batch's events");
         assert_eq!(s.push(4, 10, vec![0; 100]).unwrap(), Admission::Queued);
         let st = s.stats();
         assert_eq!((st.dropped_batches, st.dropped_events), (1, 7));

@@ -145,3 +145,11 @@ pub fn endpoint_matches(e: &Event, term: &str) -> bool {
 }
 
 pub const DAY_US: i64 = 86_400_000_000;
+
+/// Wall-clock time in microseconds since the epoch, the unit of event times.
+pub fn now_us() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as i64)
+        .unwrap_or(0)
+}

@@ -18,7 +18,7 @@ use tapline_wire::{Event, Seen, Summary};
 
 use super::{
     AgentRow, AgentSeen, DAY_US, EventQuery, EventStore, IncomingBatch, Outcome, Pruned,
-    StoreError, actor_matches, endpoint_matches,
+    StoreError, actor_matches, endpoint_matches, now_us,
 };
 
 /// How often the derived tables are written, and how many keys they may gather first.
@@ -318,13 +318,7 @@ impl SqliteStore {
                 break;
             };
             for (id, frame) in rows {
-                let sum = match tapline_wire::summarize(&frame) {
-                    Ok(Some((s, _))) => s,
-                    Ok(None) => {
-                        return Err(StoreError::Corrupt(id, tapline_wire::WireError::Truncated));
-                    }
-                    Err(e) => return Err(StoreError::Corrupt(id, e)),
-                };
+                let sum = stored_frame(id, tapline_wire::summarize(&frame))?;
                 self.derived.add(id, &sum);
             }
             from = last;
@@ -464,9 +458,14 @@ impl SqliteStore {
     }
 }
 
-fn decode_frame(id: i64, frame: &[u8]) -> Result<tapline_wire::Batch, StoreError> {
-    match tapline_wire::decode(frame) {
-        Ok(Some((b, _))) => Ok(b),
+/// What decoding (or summarizing) a stored frame gave: a stored frame is whole, so
+/// anything but a value is corruption of batch `id`.
+fn stored_frame<T>(
+    id: i64,
+    r: Result<Option<(T, usize)>, tapline_wire::WireError>,
+) -> Result<T, StoreError> {
+    match r {
+        Ok(Some((v, _))) => Ok(v),
         Ok(None) => Err(StoreError::Corrupt(id, tapline_wire::WireError::Truncated)),
         Err(e) => Err(StoreError::Corrupt(id, e)),
     }
@@ -484,13 +483,6 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
         tx.commit()?;
     }
     Ok(())
-}
-
-fn now_us() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_micros() as i64)
-        .unwrap_or(0)
 }
 
 impl EventStore for SqliteStore {
@@ -661,7 +653,7 @@ impl EventStore for SqliteStore {
                 }
             }
             let frame: Vec<u8> = row.get(2)?;
-            let batch = decode_frame(id, &frame)?;
+            let batch = stored_frame(id, tapline_wire::decode(&frame))?;
             for e in batch.events.into_iter().filter(|e| keep(e)) {
                 order += 1;
                 heap.push(Reverse((e.ts_us, order, HeapEvent(e))));
