@@ -46,21 +46,10 @@ fn captures_exact_transactions_across_a_veth() {
         return;
     }
     let mut lab = Lab::create();
-    let server = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/server.py");
-    let server = server.to_str().unwrap().to_string();
-    let ip = lab.server_ip.clone();
-    lab.spawn_in_ns(&["python3", &server, &ip, "8080"]);
-    wait_for("the server", || {
-        sh(&[
-            "curl",
-            "-s",
-            "-o",
-            "/dev/null",
-            "--max-time",
-            "1",
-            &format!("http://{ip}:8080/health"),
-        ])
-    });
+    let base = lab.serve_http(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/server.py"),
+        8080,
+    );
 
     let dir = std::env::temp_dir().join(format!("tapline-live-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -87,7 +76,6 @@ fn captures_exact_transactions_across_a_veth() {
         std::fs::read_to_string(&err).is_ok_and(|s| s.contains("capturing on"))
     });
 
-    let base = format!("http://{ip}:8080");
     curl(&["--compressed", &format!("{base}/chunked-gzip")]);
     curl(&[&format!(
         "{base}/v1/customers/cus_8a7F3k/invoices/1042?expand=lines"

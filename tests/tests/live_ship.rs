@@ -50,21 +50,10 @@ fn a_killed_agent_resends_its_spool_after_restart() {
         return;
     }
     let mut lab = Lab::create();
-    let server = Path::new(env!("CARGO_MANIFEST_DIR")).join("../agent/tests/golden/server.py");
-    let ip = lab.server_ip.clone();
-    lab.spawn_in_ns(&["python3", server.to_str().unwrap(), &ip, "8080"]);
-    let base = format!("http://{ip}:8080");
-    wait_for(10, "the server", || {
-        sh(&[
-            "curl",
-            "-s",
-            "-o",
-            "/dev/null",
-            "--max-time",
-            "1",
-            &format!("{base}/health"),
-        ])
-    });
+    let base = lab.serve_http(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("../agent/tests/golden/server.py"),
+        8080,
+    );
 
     let dir = Scratch::new("live-ship");
     let mut c = Collector::init(&dir.0);

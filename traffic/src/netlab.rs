@@ -76,6 +76,25 @@ impl Lab {
             .unwrap();
         self.children.push(child);
     }
+
+    /// Starts the test HTTP server `script` (python3, serving `/health`) in the namespace
+    /// on `port` and waits until it answers; returns its base URL.
+    pub fn serve_http(&mut self, script: &std::path::Path, port: u16) -> String {
+        let ip = self.server_ip.clone();
+        let port = port.to_string();
+        self.spawn_in_ns(&["python3", &script.to_string_lossy(), &ip, &port]);
+        let base = format!("http://{ip}:{port}");
+        let health = format!("{base}/health");
+        let start = std::time::Instant::now();
+        while !sh(&["curl", "-s", "-o", "/dev/null", "--max-time", "1", &health]) {
+            assert!(
+                start.elapsed() < std::time::Duration::from_secs(10),
+                "the test server at {base} did not answer"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        base
+    }
 }
 
 impl Drop for Lab {
