@@ -184,7 +184,11 @@ async fn session(
     let tls = match tokio::time::timeout(handshake, acceptor.accept(sock)).await {
         Ok(Ok(t)) => t,
         Ok(Err(e)) => {
-            let hint = if e.to_string().contains("alert") {
+            let alert = e
+                .get_ref()
+                .and_then(|i| i.downcast_ref::<rustls::Error>())
+                .is_some_and(|t| matches!(t, rustls::Error::AlertReceived(_)));
+            let hint = if alert {
                 " (the client does not trust this collector's certificate: is its bundle from this collector?)"
             } else {
                 ""
