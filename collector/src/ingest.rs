@@ -71,8 +71,10 @@ impl Ctx {
 pub struct Server {
     pub local_addr: SocketAddr,
     pub metrics_addr: Option<SocketAddr>,
+    pub api_addr: Option<SocketAddr>,
     accept: tokio::task::JoinHandle<()>,
     store_thread: std::thread::JoinHandle<()>,
+    detector: Option<crate::detect::worker::Detector>,
     ctx: Arc<Ctx>,
 }
 
@@ -93,13 +95,27 @@ impl Server {
             Some(a) => Some(serve_metrics(a, metrics.clone()).await?),
             None => None,
         };
+        let detector = if config.detect.enabled {
+            Some(crate::detect::worker::Detector::start(
+                &dir.database(),
+                &config,
+                metrics.clone(),
+            )?)
+        } else {
+            None
+        };
+        let api_addr = match config.api {
+            Some(a) => Some(crate::api::serve(a, dir.database(), metrics.clone()).await?),
+            None => None,
+        };
         let (tx, rx) = mpsc::channel(config.store.queue.max(1));
         let store_thread = {
             let metrics = metrics.clone();
             let max = config.store.max_batches_per_commit.max(1);
+            let wakeup = detector.as_ref().map(|d| d.wakeup.clone());
             std::thread::Builder::new()
                 .name("store".into())
-                .spawn(move || store_loop(store, rx, metrics, max))?
+                .spawn(move || store_loop(store, rx, metrics, max, wakeup))?
         };
         let ctx = Arc::new(Ctx {
             registry: Mutex::new((None, Registry::default())),
@@ -119,8 +135,10 @@ impl Server {
         Ok(Server {
             local_addr,
             metrics_addr,
+            api_addr,
             accept,
             store_thread,
+            detector,
             ctx,
         })
     }
@@ -130,7 +148,15 @@ impl Server {
         self.accept.abort();
         let _ = self.accept.await;
         drop(self.ctx);
-        let _ = tokio::task::spawn_blocking(move || self.store_thread.join()).await;
+        let store_thread = self.store_thread;
+        let detector = self.detector;
+        let _ = tokio::task::spawn_blocking(move || {
+            let _ = store_thread.join();
+            if let Some(d) = detector {
+                d.stop();
+            }
+        })
+        .await;
     }
 }
 
@@ -313,6 +339,10 @@ where
     let (reply_tx, reply_rx) = mpsc::channel::<Reply>(limits.max_inflight_batches.max(1));
     let writer = tokio::spawn(write_replies(wr, reply_rx));
     let mut last_status = status;
+    // Batches are summarized in parallel but queued for the store in the order they
+    // came, so that the store (and the detectors reading it) see an agent's events in
+    // order: each batch waits for the one before it to be queued.
+    let mut previous_queued: Option<oneshot::Receiver<()>> = None;
     let result: Result<(), SessionError> = loop {
         let read = read_frame(rd, limits.max_frame_bytes, idle, Some(&ctx.buffered)).await;
         let (frame, permit) = match read {
@@ -359,6 +389,8 @@ where
         let store = ctx.store.clone();
         let agent = agent.clone();
         let cert = enrolled.name.clone();
+        let (queued_tx, queued_rx) = oneshot::channel::<()>();
+        let turn = previous_queued.replace(queued_rx);
         tokio::spawn(async move {
             // The frame's share of the buffered-bytes budget is held until it is stored.
             let _permit = permit;
@@ -370,7 +402,13 @@ where
                     let seq = batch.seq;
                     let (stored_tx, stored_rx) = oneshot::channel();
                     let job = StoreJob::Batch(IncomingBatch { frame, batch, cert }, stored_tx);
-                    if store.send(job).await.is_err() {
+                    if let Some(turn) = turn {
+                        // Sent, or dropped when the one before failed: either way, go.
+                        let _ = turn.await;
+                    }
+                    let sent = store.send(job).await;
+                    drop(queued_tx);
+                    if sent.is_err() {
                         Err(("store", "the store has stopped".to_string()))
                     } else {
                         match stored_rx.await {
@@ -556,6 +594,7 @@ fn store_loop(
     mut rx: mpsc::Receiver<StoreJob>,
     metrics: Arc<Metrics>,
     max_per_commit: usize,
+    wakeup: Option<Arc<crate::detect::worker::Wakeup>>,
 ) {
     let mut last_prune: Option<Instant> = None;
     let mut group: Vec<(IncomingBatch, oneshot::Sender<Result<Outcome, String>>)> = Vec::new();
@@ -632,6 +671,9 @@ fn store_loop(
                         }
                     }
                     let _ = done.send(Ok(*o));
+                }
+                if let Some(w) = &wakeup {
+                    w.notify();
                 }
             }
             Err(e) => {

@@ -38,6 +38,84 @@ enum Command {
     Events(EventsArgs),
     /// List agents: connection, last sequence, lag, drops.
     Agents(AgentsArgs),
+    /// List alerts, show one, resolve one (`--false-positive` suppresses similar ones).
+    Alerts(AlertsArgs),
+    /// Run the detectors over stored events now (with `serve` stopped): those not read
+    /// yet, or all of them again with --reset (after changing `[detect]`).
+    Detect(DetectArgs),
+    /// Print the fingerprint events carry for a secret (an API key, a token, a cookie),
+    /// to look for a leaked one with `events --actor` or `alerts --actor`.
+    Fingerprint(FingerprintArgs),
+}
+
+#[derive(Args)]
+struct AlertsArgs {
+    #[arg(long, global = true)]
+    data: Option<PathBuf>,
+    #[command(subcommand)]
+    action: Option<AlertAction>,
+    /// Alerts active since: RFC 3339, a duration ago (`2h`, `7d`) or Unix seconds.
+    #[arg(long)]
+    since: Option<String>,
+    /// Lowest severity: info, low, medium, high, critical.
+    #[arg(long)]
+    severity: Option<String>,
+    /// One alert type (`rate_spike`, `bola`, ...).
+    #[arg(long = "type")]
+    kind: Option<String>,
+    /// open, resolved or false_positive.
+    #[arg(long)]
+    status: Option<String>,
+    /// An actor id (16 hex digits, as alerts show it).
+    #[arg(long)]
+    actor: Option<String>,
+    #[arg(long, default_value_t = 100)]
+    limit: usize,
+    #[arg(long, default_value_t = 0)]
+    offset: usize,
+    /// JSON lines (the alert format of docs/detection.md) instead of a table.
+    #[arg(long, global = true)]
+    json: bool,
+}
+
+#[derive(Subcommand)]
+enum AlertAction {
+    /// One alert, whole: explanation, factors, evidence.
+    Show { id: String },
+    /// Close an alert; with --false-positive, also suppress this type of alert for this
+    /// actor and endpoint for `detect.suppress_days` (or --days).
+    Resolve {
+        id: String,
+        #[arg(long)]
+        false_positive: bool,
+        #[arg(long)]
+        reason: Option<String>,
+        #[arg(long)]
+        days: Option<u32>,
+    },
+    /// Suppressions in force.
+    Suppressions,
+}
+
+#[derive(Args)]
+struct DetectArgs {
+    #[arg(long)]
+    data: PathBuf,
+    /// Forget the detectors' state and open alerts, and start from the first event.
+    #[arg(long)]
+    reset: bool,
+    #[arg(long)]
+    geoip: Option<PathBuf>,
+    #[arg(long)]
+    asn_db: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct FingerprintArgs {
+    #[arg(long)]
+    data: PathBuf,
+    /// The secret as the client sends it (API key, bearer token, cookie value, login).
+    secret: String,
 }
 
 #[derive(Args)]
@@ -99,6 +177,15 @@ struct ServeArgs {
     /// Override the configured metrics address.
     #[arg(long)]
     metrics: Option<std::net::SocketAddr>,
+    /// Serve the HTTP API (`/api/alerts`, `/metrics`) on this address.
+    #[arg(long)]
+    api: Option<std::net::SocketAddr>,
+    /// A MaxMind-format city database (GeoLite2 City) for the detectors.
+    #[arg(long)]
+    geoip: Option<PathBuf>,
+    /// A MaxMind-format ASN database (GeoLite2 ASN).
+    #[arg(long)]
+    asn_db: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -164,7 +251,174 @@ fn main() -> Result<()> {
         Command::Serve(a) => serve(a),
         Command::Events(a) => events(a),
         Command::Agents(a) => agents(a),
+        Command::Alerts(a) => alerts(a),
+        Command::Detect(a) => {
+            let dir = DataDir::new(&a.data);
+            dir.ensure_initialized()?;
+            let mut config = CollectorConfig::load(&dir.config())?;
+            if a.geoip.is_some() {
+                config.detect.geoip = a.geoip.clone();
+            }
+            if a.asn_db.is_some() {
+                config.detect.asn_db = a.asn_db.clone();
+            }
+            let started = std::time::Instant::now();
+            let s = tapline_collector::detect::worker::run_once(&dir.database(), &config, a.reset)?;
+            eprintln!(
+                "read {} events in {:.1} s: {} findings, {} alerts ({}), {} suppressed, {} below threshold",
+                s.events,
+                started.elapsed().as_secs_f64(),
+                s.findings,
+                s.alerts_by_type.values().sum::<u64>(),
+                s.alerts_by_type
+                    .iter()
+                    .map(|(k, v)| format!("{k} {v}"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                s.suppressed,
+                s.below_threshold
+            );
+            Ok(())
+        }
+        Command::Fingerprint(a) => {
+            let dir = DataDir::new(&a.data);
+            dir.ensure_initialized()?;
+            let key = std::fs::read_to_string(dir.fingerprint_key())
+                .with_context(|| format!("reading {}", dir.fingerprint_key().display()))?;
+            let key = tapline_wire::fingerprint::key_from_config(key.trim())?;
+            println!(
+                "{:016x}",
+                tapline_wire::fingerprint::fingerprint(&key, a.secret.as_bytes())
+            );
+            Ok(())
+        }
     }
+}
+
+fn alerts(a: AlertsArgs) -> Result<()> {
+    use tapline_collector::alert::{AlertStatus, Suppression};
+    use tapline_collector::store::{AlertStore, SqliteAlerts};
+    let Some(data) = a.data.clone() else {
+        bail!("--data DIR is required");
+    };
+    let dir = DataDir::new(&data);
+    dir.ensure_initialized()?;
+    let db = dir.database();
+    if !db.exists() {
+        bail!(
+            "{} holds no events yet (start `tapline-collector serve`)",
+            data.display()
+        );
+    }
+    let mut store = SqliteAlerts::open(&db).with_context(|| format!("opening {}", db.display()))?;
+    let mut out = io::stdout().lock();
+    match a.action {
+        Some(AlertAction::Show { id }) => {
+            let alert = store
+                .alert(&id)?
+                .with_context(|| format!("no alert {id}"))?;
+            if a.json {
+                serde_json::to_writer(&mut out, &alert)?;
+            } else {
+                serde_json::to_writer_pretty(&mut out, &alert)?;
+            }
+            writeln!(out)?;
+        }
+        Some(AlertAction::Resolve {
+            id,
+            false_positive,
+            reason,
+            days,
+        }) => {
+            let alert = store
+                .alert(&id)?
+                .with_context(|| format!("no alert {id}"))?;
+            let config = CollectorConfig::load(&dir.config())?;
+            let now = tapline_collector::store::now_us();
+            let days = days.unwrap_or(config.detect.suppress_days);
+            let suppression = false_positive.then(|| Suppression {
+                id: 0,
+                kind: alert.kind,
+                actor_id: alert.actor_id.clone(),
+                endpoint: alert.endpoint.clone(),
+                created_us: now,
+                expires_us: now + i64::from(days) * 86_400_000_000,
+                alert_id: alert.id.clone(),
+                reason: reason.unwrap_or_else(|| "false positive".into()),
+            });
+            let status = if false_positive {
+                AlertStatus::FalsePositive
+            } else {
+                AlertStatus::Resolved
+            };
+            store.set_status(&id, status, suppression.as_ref())?;
+            match suppression {
+                Some(s) => eprintln!(
+                    "alert {id} marked false positive; {} alerts on actor {} at {} are suppressed for {days} days",
+                    s.kind.name(),
+                    s.actor_id,
+                    s.endpoint.as_deref().unwrap_or("any endpoint")
+                ),
+                None => eprintln!("alert {id} resolved"),
+            }
+        }
+        Some(AlertAction::Suppressions) => {
+            for s in store.suppressions(tapline_collector::store::now_us())? {
+                if a.json {
+                    serde_json::to_writer(&mut out, &s)?;
+                    writeln!(out)?;
+                } else {
+                    writeln!(
+                        out,
+                        "{} {} actor {} at {} until {} (from alert {}: {})",
+                        s.id,
+                        s.kind.name(),
+                        s.actor_id,
+                        s.endpoint.as_deref().unwrap_or("any endpoint"),
+                        humantime::format_rfc3339_seconds(
+                            std::time::UNIX_EPOCH
+                                + std::time::Duration::from_micros(s.expires_us.max(0) as u64)
+                        ),
+                        s.alert_id,
+                        s.reason
+                    )?;
+                }
+            }
+        }
+        None => {
+            let params = tapline_collector::api::AlertParams {
+                since: a
+                    .since
+                    .as_deref()
+                    .map(parse_time)
+                    .transpose()?
+                    .map(|t| t.to_string()),
+                severity: a.severity.clone(),
+                kind: a.kind.clone(),
+                status: a.status.clone(),
+                actor: a.actor.clone(),
+                limit: Some(a.limit),
+                offset: Some(a.offset),
+            };
+            let q = params.query().map_err(anyhow::Error::msg)?;
+            let (list, total) = store.alerts(&q)?;
+            for alert in &list {
+                if a.json {
+                    serde_json::to_writer(&mut out, alert)?;
+                    writeln!(out)?;
+                } else {
+                    writeln!(out, "{}", alert.line())?;
+                }
+            }
+            if !a.json && (list.len() as u64) < total {
+                eprintln!(
+                    "{} of {total} alerts (--offset, --limit for more)",
+                    list.len()
+                );
+            }
+        }
+    }
+    Ok(())
 }
 
 fn init(a: InitArgs) -> Result<()> {
@@ -206,6 +460,15 @@ fn serve(a: ServeArgs) -> Result<()> {
     if a.metrics.is_some() {
         config.metrics = a.metrics;
     }
+    if a.api.is_some() {
+        config.api = a.api;
+    }
+    if a.geoip.is_some() {
+        config.detect.geoip = a.geoip.clone();
+    }
+    if a.asn_db.is_some() {
+        config.detect.asn_db = a.asn_db.clone();
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -219,6 +482,10 @@ fn serve(a: ServeArgs) -> Result<()> {
                 .metrics_addr
                 .map(|m| format!(", metrics on http://{m}/metrics"))
                 .unwrap_or_default()
+                + &server
+                    .api_addr
+                    .map(|m| format!(", API on http://{m}/api/alerts"))
+                    .unwrap_or_default()
         );
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         tokio::select! {

@@ -27,6 +27,17 @@ pub struct Metrics {
     pub agent_pending_batches: Family<Labels, Gauge>,
     pub agent_dropped_events: Family<Labels, Gauge>,
     pub agent_lag_seconds: Family<Labels, Gauge>,
+    pub detect_events: Counter,
+    pub detect_lag_batches: Gauge,
+    pub detect_watermark_seconds: Gauge,
+    pub detect_actors: Gauge,
+    pub detect_corrupt_batches: Counter,
+    pub detect_suppressed: Counter,
+    pub detect_below_threshold: Counter,
+    pub detect_actors_evicted: Counter,
+    pub alerts: Family<Labels, Counter>,
+    pub export_sent: Family<Labels, Counter>,
+    pub export_dropped: Family<Labels, Counter>,
 }
 
 impl Metrics {
@@ -48,6 +59,17 @@ impl Metrics {
             agent_pending_batches: Family::default(),
             agent_dropped_events: Family::default(),
             agent_lag_seconds: Family::default(),
+            detect_events: Counter::default(),
+            detect_lag_batches: Gauge::default(),
+            detect_watermark_seconds: Gauge::default(),
+            detect_actors: Gauge::default(),
+            detect_corrupt_batches: Counter::default(),
+            detect_suppressed: Counter::default(),
+            detect_below_threshold: Counter::default(),
+            detect_actors_evicted: Counter::default(),
+            alerts: Family::default(),
+            export_sent: Family::default(),
+            export_dropped: Family::default(),
         };
         r.register(
             "connections",
@@ -100,6 +122,61 @@ impl Metrics {
             "agent_lag_seconds",
             "Age of the newest stored event of an agent when it was stored",
             m.agent_lag_seconds.clone(),
+        );
+        r.register(
+            "detect_events",
+            "Events the detectors have read",
+            m.detect_events.clone(),
+        );
+        r.register(
+            "detect_lag_batches",
+            "Stored batches the detectors have not read yet",
+            m.detect_lag_batches.clone(),
+        );
+        r.register(
+            "detect_watermark_seconds",
+            "Event time (Unix seconds) the detectors have reached",
+            m.detect_watermark_seconds.clone(),
+        );
+        r.register(
+            "detect_actors",
+            "Actors the baselines follow",
+            m.detect_actors.clone(),
+        );
+        r.register(
+            "detect_corrupt_batches",
+            "Stored batches the detectors could not decode (skipped)",
+            m.detect_corrupt_batches.clone(),
+        );
+        r.register(
+            "detect_suppressed",
+            "Findings dropped by an analyst's false-positive suppression",
+            m.detect_suppressed.clone(),
+        );
+        r.register(
+            "detect_below_threshold",
+            "Findings whose score context lowered below `low` (not raised)",
+            m.detect_below_threshold.clone(),
+        );
+        r.register(
+            "detect_actors_evicted",
+            "Actors forgotten to stay within detect.max_actors",
+            m.detect_actors_evicted.clone(),
+        );
+        r.register(
+            "alerts",
+            "Alerts raised, by type and severity",
+            m.alerts.clone(),
+        );
+        r.register(
+            "export_sent",
+            "Alerts exported, by sink: jsonl, webhook",
+            m.export_sent.clone(),
+        );
+        r.register(
+            "export_dropped",
+            "Alerts not exported, by sink and reason: queue_full, failed",
+            m.export_dropped.clone(),
         );
         Metrics { registry: r, ..m }
     }

@@ -26,8 +26,10 @@ use flate2::write::GzEncoder;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
+pub mod eval;
 pub mod netlab;
 pub mod pcap;
+pub mod scenario;
 
 use pcap::{ACK, FIN_ACK, MSS, PSH_ACK, PcapWriter, Rng, SYN};
 
@@ -334,6 +336,7 @@ struct Client {
 }
 
 /// What does not change about a client.
+#[derive(Clone)]
 struct ClientProfile {
     /// Index in [`Population::tenants`]; `None` for the uptime monitor.
     tenant: Option<usize>,
@@ -347,15 +350,21 @@ struct ClientProfile {
     user_agent: &'static str,
     accept_encoding: Option<&'static str>,
     accept_language: Option<&'static str>,
+    /// A mobile client's addresses: each connection comes from the next one.
+    hop_ips: Vec<[u8; 4]>,
 }
 
+#[derive(Clone)]
 enum ClientKind {
     Human(Human),
     Machine(Machine),
     /// An uptime monitor polling `/health`, outside every tenant.
     Monitor,
+    /// Someone outside every tenant trying other people's passwords.
+    Attacker,
 }
 
+#[derive(Clone)]
 struct Human {
     user_id: String,
     /// Also the login name.
@@ -380,6 +389,7 @@ enum HumanAuth {
     BearerJwt,
 }
 
+#[derive(Clone)]
 struct Machine {
     /// `svc_billing_acme`.
     client_id: String,
@@ -389,6 +399,7 @@ struct Machine {
     auth: MachineAuth,
 }
 
+#[derive(Clone)]
 enum MachineAuth {
     /// OAuth client credentials exchanged for a JWT at `/v1/oauth/token`.
     ClientCredentials { secret: String },
@@ -481,6 +492,8 @@ struct ClientState {
     conn: Option<Connection>,
     session: Option<Session>,
     token: Option<Token>,
+    /// The next of [`ClientProfile::hop_ips`].
+    hop: usize,
 }
 
 struct Session {
@@ -535,6 +548,7 @@ impl Population {
                         user_agent: rng.pick(&BROWSERS),
                         accept_encoding: Some("gzip, deflate, br, zstd"),
                         accept_language: Some(rng.pick(&ACCEPT_LANGUAGES)),
+                        hop_ips: Vec::new(),
                         kind: ClientKind::Human(human),
                     },
                     state: ClientState::default(),
@@ -567,6 +581,7 @@ impl Population {
                         user_agent: job.user_agent(),
                         accept_encoding: job.accept_encoding(),
                         accept_language: None,
+                        hop_ips: Vec::new(),
                         kind: ClientKind::Machine(Machine {
                             client_id,
                             job: *job,
@@ -604,6 +619,7 @@ impl Population {
                 user_agent: "Mozilla/5.0+(compatible; UptimeRobot/2.0; http://www.uptimerobot.com/)",
                 accept_encoding: None,
                 accept_language: None,
+                hop_ips: Vec::new(),
             },
             state: ClientState::default(),
         });
@@ -831,6 +847,23 @@ enum Action {
     Job(JobRequest),
     /// `GET /health` from the uptime monitor.
     HealthCheck,
+    /// The same customer read again and again (a scraping script).
+    Scrape,
+    /// A read of another tenant's invoice that the API fails to refuse.
+    Foreign,
+    /// A refund by a client whose role does not allow it, which the API fails to refuse.
+    Escalate,
+    /// Invoice number `n` (counted from the tenant's first) of the tenant's first
+    /// customer: mostly not that customer's.
+    Probe(u32),
+    /// A read of a guessed customer id.
+    Guess,
+    /// Step `n` of downloading every customer and every customer's invoices.
+    Dump(u32),
+    /// The monthly report page, an endpoint released during the run.
+    Report,
+    /// A login as user `n` of an attacker's list, with a wrong password.
+    Stuff(u32),
 }
 
 #[derive(Clone, Copy)]
@@ -1314,6 +1347,95 @@ fn job_request(rng: &mut Rng, tenant: &mut Tenant, req: JobRequest, now_us: u64)
     }
 }
 
+/// The calls of the labelled scenarios ([`scenario`]); `None` for ordinary actions.
+fn special_call(
+    rng: &mut Rng,
+    tenants: &mut [Tenant],
+    t: usize,
+    action: Action,
+    now_us: u64,
+) -> Option<Exchange> {
+    let n = tenants.len();
+    let tenant = &mut tenants[t];
+    Some(match action {
+        Action::Scrape => {
+            let c = tenant.popular_customer(rng);
+            get_customer(tenant, c)
+        }
+        Action::Foreign => {
+            let other = &tenants[(t + 1) % n];
+            let c = other.popular_customer(rng);
+            let i = rng.below(other.customers[c].invoices.len() as u64) as usize;
+            get_invoice(other, c, i)
+        }
+        Action::Escalate => {
+            let k = tenant.recent_charge(rng);
+            create_refund(rng, tenant, k)
+        }
+        Action::Probe(k) => {
+            let first = tenant.customers[0].invoices[0].number;
+            let number = first + k;
+            let cus = &tenant.customers[0];
+            match cus.invoices.iter().position(|inv| inv.number == number) {
+                Some(i) => customer_invoice(tenant, 0, i),
+                None => Exchange::new("GET", format!("/v1/customers/{}/invoices/{number}", cus.id))
+                    .refused(
+                        404,
+                        "resource_missing",
+                        &format!("No such invoice: {number}"),
+                    ),
+            }
+        }
+        Action::Guess => {
+            let id = format!("cus_{}", rng.chars(6, ALNUM));
+            Exchange::new("GET", format!("/v1/customers/{id}")).refused(
+                404,
+                "resource_missing",
+                &format!("No such customer: {id}"),
+            )
+        }
+        Action::Dump(k) => {
+            let pages = tenant.customers.len().div_ceil(100) as u32;
+            if k < pages {
+                list_customers(tenant, 100, (k > 0).then(|| k as usize * 100 - 1))
+            } else {
+                customer_invoices(tenant, (k - pages) as usize % tenant.customers.len())
+            }
+        }
+        Action::Report => {
+            let month: u64 = tenant.charges.iter().map(|c| c.amount).sum();
+            let body = format!(
+                r#"{{"object":"report","tenant":"{}","period":"{}","charges":{},"amount":{month},"currency":"{}"}}"#,
+                tenant.id,
+                &http_date(now_us)[8..16],
+                tenant.charges.len(),
+                tenant.currency
+            );
+            Exchange::new("GET", "/v1/reports/summary").entity(body)
+        }
+        _ => return None,
+    })
+}
+
+/// A login attempt from an attacker's list of user names: a real user's now and then,
+/// mostly made-up ones, always with a wrong password.
+fn stuffing_login(rng: &mut Rng, tenants: &[Tenant], n: u32) -> Exchange {
+    let tenant = &tenants[n as usize % tenants.len()];
+    let first = FIRST_NAMES[(n as usize / tenants.len()) % FIRST_NAMES.len()];
+    let user = format!("{first}.{}@{}", n % 97, tenant.domain);
+    let password = format!("{}{}", rng.pick(&PASSWORD_WORDS), rng.range(1, 9999));
+    let mut ex = Exchange::new("POST", "/v1/auth/login");
+    ex.authenticated = false;
+    ex.extra_server_us = rng.range(60, 180) * MS;
+    ex.body = Some((
+        "application/json",
+        format!(r#"{{"username":"{user}","password":"{password}"}}"#),
+    ));
+    ex.response_headers
+        .push(("Cache-Control", "no-store".to_string()));
+    ex.refused(401, "invalid_credentials", "Invalid username or password")
+}
+
 /// A login, with the password right or mistyped. A successful one returns the session
 /// or token it issues.
 fn login(
@@ -1491,7 +1613,7 @@ fn credential<'a>(profile: &'a ClientProfile, state: &'a ClientState) -> Credent
             MachineAuth::ApiKeyQuery(key) => Credential::ApiKeyQuery(key),
             MachineAuth::Basic { encoded, .. } => Credential::Basic(encoded),
         },
-        ClientKind::Monitor => Credential::None,
+        ClientKind::Monitor | ClientKind::Attacker => Credential::None,
     }
 }
 
@@ -2009,8 +2131,12 @@ impl<W: Write> TrafficWriter<W> {
                 self.play_human(tenants, t, profile, human, state, planned.action, at);
             }
             (ClientKind::Machine(machine), Some(t)) => {
-                if let Action::Job(req) = planned.action {
-                    self.play_machine(tenants, t, profile, machine, state, req, at);
+                self.play_machine(tenants, t, profile, machine, state, planned.action, at);
+            }
+            (ClientKind::Attacker, _) => {
+                if let Action::Stuff(n) = planned.action {
+                    let ex = stuffing_login(&mut self.rng, tenants, n);
+                    self.transact(profile, state, ex, at);
                 }
             }
             _ => {
@@ -2024,6 +2150,11 @@ impl<W: Write> TrafficWriter<W> {
         if let Some(conn) = state.conn.take() {
             let idle_after = planned.idle_after_us;
             match profile.kind {
+                // Mobile clients lose their connection (and address) between requests.
+                _ if !profile.hop_ips.is_empty() => {
+                    let done = conn.last_us + self.rng.range(1, 5) * MS;
+                    conn.close_by_client(&mut self.queue, done);
+                }
                 ClientKind::Human(_) => {
                     if idle_after.is_none_or(|gap| gap > SERVER_KEEPALIVE) {
                         let idle_until = conn.last_us + SERVER_KEEPALIVE;
@@ -2073,7 +2204,13 @@ impl<W: Write> TrafficWriter<W> {
             }
             _ => {}
         }
-        let call = browse(&mut self.rng, tenants, t, human, now);
+        let call = match action {
+            Action::Browse | Action::FailedLogin | Action::Logout => {
+                browse(&mut self.rng, tenants, t, human, now)
+            }
+            other => special_call(&mut self.rng, tenants, t, other, now)
+                .unwrap_or_else(|| browse(&mut self.rng, tenants, t, human, now)),
+        };
         // The app finds out that its session or token expired when it is refused.
         let expired = state.session.as_ref().is_some_and(|s| s.expires_us <= now)
             || state.token.as_ref().is_some_and(|t| t.expires_us <= now);
@@ -2109,7 +2246,7 @@ impl<W: Write> TrafficWriter<W> {
         profile: &ClientProfile,
         machine: &Machine,
         state: &mut ClientState,
-        req: JobRequest,
+        action: Action,
         at: u64,
     ) {
         let now = state.conn.as_ref().map_or(at, |c| c.last_us.max(at));
@@ -2125,8 +2262,14 @@ impl<W: Write> TrafficWriter<W> {
             state.token = Some(token);
             self.transact(profile, state, ex, at);
         }
-        let mut call = job_request(&mut self.rng, &mut tenants[t], req, now);
-        if self.rng.chance(0.005) {
+        let mut call = match action {
+            Action::Job(req) => job_request(&mut self.rng, &mut tenants[t], req, now),
+            other => match special_call(&mut self.rng, tenants, t, other, now) {
+                Some(call) => call,
+                None => return,
+            },
+        };
+        if matches!(action, Action::Job(_)) && self.rng.chance(0.005) {
             call = call.refused(429, "rate_limited", "Too many requests, slow down");
         }
         self.transact(profile, state, call, at);
@@ -2172,16 +2315,15 @@ impl<W: Write> TrafficWriter<W> {
         let conn = match state.conn.take() {
             Some(conn) => conn,
             None => {
-                let port = self.ephemeral_port(profile.ip);
+                let ip = if profile.hop_ips.is_empty() {
+                    profile.ip
+                } else {
+                    state.hop += 1;
+                    profile.hop_ips[(state.hop - 1) % profile.hop_ips.len()]
+                };
+                let port = self.ephemeral_port(ip);
                 self.connections += 1;
-                Connection::open(
-                    &mut self.queue,
-                    &mut self.rng,
-                    profile.ip,
-                    port,
-                    profile.rtt_us,
-                    at,
-                )
+                Connection::open(&mut self.queue, &mut self.rng, ip, port, profile.rtt_us, at)
             }
         };
         let rng = &mut self.rng;

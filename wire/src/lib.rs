@@ -18,6 +18,7 @@
 
 pub mod bundle;
 pub mod event;
+pub mod fingerprint;
 pub mod proto;
 pub mod v1;
 

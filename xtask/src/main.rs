@@ -59,6 +59,24 @@ enum Cmd {
         #[arg(long, default_value_t = 120)]
         megabytes: u64,
     },
+    /// Detection quality: a labelled scenario (attacks of every type and benign traps)
+    /// through agent → TLS → collector; prints recall per type, precision, false alerts
+    /// per 1000 actor-days, and fails below the given floors.
+    Eval {
+        #[arg(long, default_value_t = 7)]
+        seed: u64,
+        #[arg(long, default_value_t = 5)]
+        days: u32,
+        #[arg(long, default_value_t = 1.0)]
+        scale: f64,
+        #[arg(long, default_value_t = 0.0)]
+        min_recall: f64,
+        #[arg(long, default_value_t = 0.0)]
+        min_precision: f64,
+        /// Detect again over the last run's stored events (after changing detectors).
+        #[arg(long)]
+        rescore: bool,
+    },
     /// Fill `fuzz/corpus/<target>/` with the committed seeds and inputs derived from
     /// every capture of `../shared/corpus`, for `cargo fuzz run <target>`.
     FuzzSeeds {
@@ -113,6 +131,14 @@ fn main() -> Result<()> {
         Cmd::Bench { which, .. } if which == "ship" => bench_ship::run(),
         Cmd::Bench { megabytes, .. } => bench_offline(megabytes),
         Cmd::FuzzSeeds { corpus } => fuzz_seeds(&corpus),
+        Cmd::Eval {
+            seed,
+            days,
+            scale,
+            min_recall,
+            min_precision,
+            rescore,
+        } => eval(seed, days, scale, min_recall, min_precision, rescore),
     }
 }
 
@@ -351,6 +377,54 @@ pub(crate) fn cargo_build() -> Result<()> {
         .status()?;
     if !st.success() {
         bail!("cargo build failed");
+    }
+    Ok(())
+}
+
+fn eval(
+    seed: u64,
+    days: u32,
+    scale: f64,
+    min_recall: f64,
+    min_precision: f64,
+    rescore: bool,
+) -> Result<()> {
+    cargo_build()?;
+    let started = Instant::now();
+    let report = tapline_traffic::eval::evaluate(&tapline_traffic::eval::EvalOptions {
+        bin_dir: PathBuf::from("target/release"),
+        work: PathBuf::from("target/eval"),
+        seed,
+        days,
+        scale,
+        rescore,
+    })?;
+    println!(
+        "scenario: seed {seed}, {days} days, scale {scale} ({:.0} s)\n",
+        started.elapsed().as_secs_f64()
+    );
+    print!("{}", report.table());
+    for (t, s) in &report.per_type {
+        for m in &s.missed {
+            println!("missed {t}: {m}");
+        }
+    }
+    for f in &report.false_alerts {
+        println!("false alert: {f}");
+    }
+    for h in &report.trap_high {
+        println!("high on a benign trap: {h}");
+    }
+    std::fs::write(
+        "target/eval/report.json",
+        serde_json::to_string_pretty(&report)?,
+    )?;
+    if report.min_recall() < min_recall || report.precision() < min_precision {
+        bail!(
+            "below the floors: recall {:.2} (min {min_recall}), precision {:.3} (min {min_precision})",
+            report.min_recall(),
+            report.precision()
+        );
     }
     Ok(())
 }

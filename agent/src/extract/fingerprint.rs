@@ -19,44 +19,26 @@ impl std::fmt::Debug for Fingerprinter {
     }
 }
 
-#[derive(Debug, thiserror::Error)]
-#[error("fingerprint_key: `hex:` must be followed by 64 hex digits")]
-pub struct BadKey;
+pub use tapline_wire::fingerprint::BadKey;
 
 impl Fingerprinter {
     /// From the configured key: `hex:` and 64 hex digits, or any passphrase (stretched
     /// with BLAKE3's key derivation). `None` draws a random key.
     pub fn new(key: Option<&str>) -> Result<Self, BadKey> {
-        let Some(key) = key else {
-            return Ok(Fingerprinter {
+        match key {
+            None => Ok(Fingerprinter {
                 key: random_key(),
                 ephemeral: true,
-            });
-        };
-        let key = match key.strip_prefix("hex:") {
-            Some(hex) => {
-                if hex.len() != 64 {
-                    return Err(BadKey);
-                }
-                let mut k = [0u8; 32];
-                for (i, b) in k.iter_mut().enumerate() {
-                    *b = u8::from_str_radix(hex.get(2 * i..2 * i + 2).ok_or(BadKey)?, 16)
-                        .map_err(|_| BadKey)?;
-                }
-                k
-            }
-            None => blake3::derive_key("tapline 2026 fingerprint key", key.as_bytes()),
-        };
-        Ok(Fingerprinter {
-            key,
-            ephemeral: false,
-        })
+            }),
+            Some(k) => Ok(Fingerprinter {
+                key: tapline_wire::fingerprint::key_from_config(k)?,
+                ephemeral: false,
+            }),
+        }
     }
 
     pub fn fingerprint(&self, secret: &[u8]) -> u64 {
-        let h = blake3::keyed_hash(&self.key, secret);
-        let b = h.as_bytes();
-        u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]])
+        tapline_wire::fingerprint::fingerprint(&self.key, secret)
     }
 }
 

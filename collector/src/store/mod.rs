@@ -7,6 +7,7 @@
 //! they hold and tables of everything seen (agents, actors, endpoints, entities) for
 //! the baseline and detection stages.
 
+pub mod alerts;
 pub mod sqlite;
 
 use std::net::IpAddr;
@@ -14,7 +15,10 @@ use std::net::IpAddr;
 use tapline_wire::proto::AgentStatus;
 use tapline_wire::{Actor, Event, Summary};
 
+pub use alerts::SqliteAlerts;
 pub use sqlite::SqliteStore;
+
+use crate::alert::{Alert, AlertStatus, AlertType, Severity, Suppression};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -24,6 +28,12 @@ pub enum StoreError {
     Corrupt(i64, tapline_wire::WireError),
     #[error("database schema version {0} is newer than this build knows ({1})")]
     NewerSchema(i64, i64),
+    #[error(
+        "database schema version {0} predates alerts (version {1}); run `serve` once to migrate it"
+    )]
+    OldSchema(i64, i64),
+    #[error("stored alert is not valid JSON: {0}")]
+    AlertJson(serde_json::Error),
 }
 
 /// A batch the ingest checked, with the frame it came in.
@@ -114,6 +124,67 @@ pub trait EventStore: Send {
     fn prune(&mut self, now_us: i64) -> Result<Pruned, StoreError>;
     /// Writes what is held in memory (derived tables) before the process ends.
     fn close(&mut self) -> Result<(), StoreError>;
+}
+
+/// Which alerts a listing wants; every field narrows.
+#[derive(Debug, Clone)]
+pub struct AlertQuery {
+    /// Alerts active at or after this event time (microseconds).
+    pub since_us: Option<i64>,
+    pub min_severity: Option<Severity>,
+    pub kind: Option<AlertType>,
+    pub actor_id: Option<String>,
+    pub status: Option<AlertStatus>,
+    pub limit: usize,
+    pub offset: usize,
+}
+
+impl Default for AlertQuery {
+    fn default() -> Self {
+        AlertQuery {
+            since_us: None,
+            min_severity: None,
+            kind: None,
+            actor_id: None,
+            status: None,
+            limit: 100,
+            offset: 0,
+        }
+    }
+}
+
+/// Where the detectors read events and keep alerts: the same engine as the events
+/// (SQLite by default), behind its own interface so a distributed engine can hold them.
+pub trait AlertStore: Send {
+    /// Stored batches after `cursor` (a batch id), in storage order.
+    fn batches_after(&self, cursor: i64, limit: usize) -> Result<Vec<(i64, Vec<u8>)>, StoreError>;
+    /// The id of the newest stored batch.
+    fn last_batch(&self) -> Result<i64, StoreError>;
+    /// Writes new and updated alerts and, with them, the detectors' checkpoint: the last
+    /// batch read and the state after it. After a crash the detectors resume from the
+    /// checkpoint; alerts written since are written again with the same ids.
+    fn save(
+        &mut self,
+        alerts: &[Alert],
+        checkpoint: Option<(i64, &[u8])>,
+    ) -> Result<(), StoreError>;
+    fn checkpoint(&self) -> Result<Option<(i64, Vec<u8>)>, StoreError>;
+    /// Alerts matching `q`, newest first, and how many match in all.
+    fn alerts(&self, q: &AlertQuery) -> Result<(Vec<Alert>, u64), StoreError>;
+    fn alert(&self, id: &str) -> Result<Option<Alert>, StoreError>;
+    /// Records an analyst's decision, with the suppression it implies; false when no
+    /// alert has that id.
+    fn set_status(
+        &mut self,
+        id: &str,
+        status: AlertStatus,
+        suppression: Option<&Suppression>,
+    ) -> Result<bool, StoreError>;
+    /// Suppressions not expired at `now_us` (wall clock).
+    fn suppressions(&self, now_us: i64) -> Result<Vec<Suppression>, StoreError>;
+    /// Forgets the detectors' state and the alerts no analyst has decided on, to
+    /// detect again from the first stored event.
+    fn reset_detection(&mut self) -> Result<(), StoreError>;
 }
 
 /// The key an actor is indexed by: its fingerprint, else its clear value.

@@ -96,6 +96,37 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY(term, batch_id)
     ) WITHOUT ROWID;
     CREATE TABLE meta(key TEXT PRIMARY KEY, value INTEGER NOT NULL);",
+    // 2: alerts, analysts' suppressions, the detectors' checkpoint.
+    "CREATE TABLE alerts(
+        id TEXT PRIMARY KEY,
+        type TEXT NOT NULL,
+        severity INTEGER NOT NULL,
+        score REAL NOT NULL,
+        actor_id TEXT NOT NULL,
+        endpoint TEXT,
+        first_us INTEGER NOT NULL,
+        last_us INTEGER NOT NULL,
+        status TEXT NOT NULL DEFAULT 'open',
+        body TEXT NOT NULL
+    );
+    CREATE INDEX alerts_first ON alerts(first_us);
+    CREATE INDEX alerts_actor ON alerts(actor_id);
+    CREATE TABLE suppressions(
+        id INTEGER PRIMARY KEY,
+        type TEXT NOT NULL,
+        actor_id TEXT NOT NULL,
+        endpoint TEXT,
+        created_us INTEGER NOT NULL,
+        expires_us INTEGER NOT NULL,
+        alert_id TEXT NOT NULL,
+        reason TEXT NOT NULL
+    );
+    CREATE TABLE detector(
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        cursor INTEGER NOT NULL,
+        saved_us INTEGER NOT NULL,
+        state BLOB NOT NULL
+    );",
 ];
 
 pub struct SqliteStore {
