@@ -229,9 +229,9 @@ pub struct ActorDisplay {
     pub kind: String,
     /// The fingerprint (16 hex digits), or the clear value of a non-secret identity.
     pub key: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// The last characters of the secret, when the agent keeps them.
     pub hint: Option<String>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    /// Clear claims (JWT `sub`, `tenant`, `scope`…).
     pub claims: Vec<(String, String)>,
 }
 

@@ -113,6 +113,11 @@ impl Collector {
 
     /// Starts `serve` (its log appended to `self.log`) and waits until it listens.
     pub fn start(&mut self) {
+        self.start_with(&[]);
+    }
+
+    /// Starts `serve` with extra arguments (`--api`, `--geoip`, …).
+    pub fn start_with(&mut self, args: &[&std::ffi::OsStr]) {
         assert!(self.child.is_none(), "already started");
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -122,6 +127,7 @@ impl Collector {
         let child = Command::new(bin("tapline-collector"))
             .args(["serve", "--data"])
             .arg(&self.data)
+            .args(args)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -216,4 +222,28 @@ impl Drop for Reaped {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+/// A plain HTTP/1.1 GET on loopback: status and body.
+pub fn http_get(addr: &str, path: &str) -> (u16, String) {
+    use std::io::Write;
+    let mut s = TcpStream::connect(addr).expect("connects");
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .expect("sends");
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    let status = out
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = out
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
 }

@@ -217,7 +217,7 @@ fn ship(o: &EvalOptions, pcap: &Path) -> Result<()> {
     }
     run(Command::new(&agent)
         .arg("read")
-        .arg(&pcap)
+        .arg(pcap)
         .arg("--config")
         .arg(&agent_config)
         .arg("--ship")
@@ -252,7 +252,7 @@ fn score_dir(collector: &Path, data: &Path, labels_path: &Path) -> Result<Report
             "10000",
             "--data",
         ])
-        .arg(&data))?;
+        .arg(data))?;
     let alerts: Vec<serde_json::Value> = alerts_json
         .lines()
         .filter(|l| !l.trim().is_empty())
@@ -264,7 +264,7 @@ fn score_dir(collector: &Path, data: &Path, labels_path: &Path) -> Result<Report
     let mut actor_days: HashSet<(i64, String)> = HashSet::new();
     let mut child = Command::new(collector)
         .args(["events", "--json", "--data"])
-        .arg(&data)
+        .arg(data)
         .stdout(Stdio::piped())
         .spawn()?;
     let mut text = String::new();

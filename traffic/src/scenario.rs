@@ -435,12 +435,27 @@ impl Injector {
     ) {
         let _ = rng;
         // Clients by what they are.
+        // People with a history: the detectors compare them with themselves.
+        let mut learned = std::collections::HashMap::<usize, u32>::new();
+        let mut first_day = std::collections::HashSet::<usize>::new();
+        for p in plan.iter().filter(|p| p.at_us < 2 * DAY) {
+            *learned.entry(p.client as usize).or_default() += 1;
+            if p.at_us < DAY {
+                first_day.insert(p.client as usize);
+            }
+        }
         let humans_at = |pred: &dyn Fn(&crate::Human, &ClientProfile) -> bool| -> Vec<usize> {
             pop.clients
                 .iter()
                 .enumerate()
                 .filter_map(|(i, c)| match &c.profile.kind {
-                    ClientKind::Human(h) if pred(h, &c.profile) => Some(i),
+                    ClientKind::Human(h)
+                        if pred(h, &c.profile)
+                            && first_day.contains(&i)
+                            && learned.get(&i).is_some_and(|n| *n >= 40) =>
+                    {
+                        Some(i)
+                    }
                     _ => None,
                 })
                 .collect()
@@ -761,7 +776,7 @@ impl Injector {
             let s = next_slot();
             let ip = self.fresh_ip([202, 196, 224]);
             let c = add_attacker(pop, vec![ip], ip);
-            let e = self.burst(c, s, 45, 10 * SECOND, |k| Action::Stuff(k));
+            let e = self.burst(c, s, 45, 10 * SECOND, Action::Stuff);
             self.label(
                 "credential_stuffing",
                 false,

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
+mod bench_detect;
 mod bench_events;
 mod bench_live;
 mod bench_ship;
@@ -52,9 +53,10 @@ enum Cmd {
     /// Benchmarks: `offline` compares libpcap iteration, tapline-agent read and tshark;
     /// `events` measures extraction (events/s) and bytes per event on the wire; `live`
     /// runs wrk against nginx across a veth with and without the agent (needs root);
-    /// `ship` measures events/s acked into the collector's store.
+    /// `ship` measures events/s acked into the collector's store; `detect` the detection
+    /// engine's events/s on one core and memory per actor.
     Bench {
-        #[arg(value_parser = ["offline", "events", "live", "ship"])]
+        #[arg(value_parser = ["offline", "events", "live", "ship", "detect"])]
         which: String,
         #[arg(long, default_value_t = 120)]
         megabytes: u64,
@@ -129,6 +131,7 @@ fn main() -> Result<()> {
         }
         Cmd::Bench { which, .. } if which == "live" => bench_live::run(),
         Cmd::Bench { which, .. } if which == "ship" => bench_ship::run(),
+        Cmd::Bench { which, .. } if which == "detect" => bench_detect::run(),
         Cmd::Bench { megabytes, .. } => bench_offline(megabytes),
         Cmd::FuzzSeeds { corpus } => fuzz_seeds(&corpus),
         Cmd::Eval {

@@ -147,7 +147,8 @@ struct Snapshot {
     watermark_us: i64,
     actors: Vec<(u64, ActorState)>,
     population: Population,
-    open: Vec<(u64, Alert)>,
+    /// Open alerts as JSON (their optional fields need a self-describing format).
+    open: Vec<(u64, String)>,
     stats: EngineStats,
 }
 
@@ -157,6 +158,8 @@ const SNAPSHOT_VERSION: u32 = 1;
 pub enum EngineError {
     #[error("detector state does not decode: {0}")]
     Snapshot(#[from] postcard::Error),
+    #[error("detector state holds a bad alert: {0}")]
+    Alert(#[from] serde_json::Error),
     #[error("detector state has version {0}; this build knows {SNAPSHOT_VERSION}")]
     Version(u32),
 }
@@ -227,7 +230,9 @@ impl Engine {
         e.watermark_us = s.watermark_us;
         e.actors = s.actors.into_iter().collect();
         e.pop = s.population;
-        e.open = s.open.into_iter().collect();
+        for (k, json) in s.open {
+            e.open.insert(k, serde_json::from_str(&json)?);
+        }
         e.stats = s.stats;
         Ok(e)
     }
@@ -236,7 +241,11 @@ impl Engine {
         let mut actors: Vec<(u64, ActorState)> =
             self.actors.iter().map(|(k, v)| (*k, v.clone())).collect();
         actors.sort_by_key(|(k, _)| *k);
-        let mut open: Vec<(u64, Alert)> = self.open.iter().map(|(k, v)| (*k, v.clone())).collect();
+        let mut open: Vec<(u64, String)> = self
+            .open
+            .iter()
+            .map(|(k, v)| (*k, serde_json::to_string(v).expect("alerts serialize")))
+            .collect();
         open.sort_by_key(|(k, _)| *k);
         postcard::to_stdvec(&Snapshot {
             version: SNAPSHOT_VERSION,
@@ -1023,11 +1032,17 @@ impl Engine {
             }
             return None;
         }
-        // Nearest neighbours of the same kind by Jaccard similarity of endpoint sets.
+        // Nearest neighbours (any credential kind) by Jaccard similarity of the sets of
+        // endpoints they were served.
         let ones = |s: &[u64; 4]| s.iter().map(|w| w.count_ones()).sum::<u32>();
         let mut best: Vec<(f64, bool)> = Vec::new();
+        let own = self.actors.get(&id).map_or(0, |a| a.events);
+        if own <= self.cfg.min_events {
+            // Too little of its own use to find who it resembles.
+            return None;
+        }
         for (other_id, o) in &self.actors {
-            if *other_id == id || o.kind != kind || o.events <= self.cfg.min_events {
+            if *other_id == id || o.events <= self.cfg.min_events {
                 continue;
             }
             let inter: u32 = (0..4).map(|i| (o.used[i] & used[i]).count_ones()).sum();
