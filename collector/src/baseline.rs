@@ -295,13 +295,11 @@ impl ActorState {
     }
 
     pub fn used(&self, endpoint: u32) -> bool {
-        let b = (endpoint & 255) as usize;
-        self.used[b >> 6] & (1 << (b & 63)) != 0
+        has_endpoint(&self.used, endpoint)
     }
 
     pub fn mark_used(&mut self, endpoint: u32) {
-        let b = (endpoint & 255) as usize;
-        self.used[b >> 6] |= 1 << (b & 63);
+        add_endpoint(&mut self.used, endpoint);
     }
 
     /// Notes a user agent; returns whether it is new for this actor.
@@ -319,6 +317,17 @@ impl ActorState {
         let dt = at_s.saturating_sub(self.risk_at_s) as f32;
         self.risk * 0.5f32.powf(dt / 86_400.0)
     }
+}
+
+/// A set of endpoint ids in 256 bits (ids past 255 share bits: approximate, bounded).
+pub fn has_endpoint(set: &[u64; 4], endpoint: u32) -> bool {
+    let b = (endpoint & 255) as usize;
+    set[b >> 6] & (1 << (b & 63)) != 0
+}
+
+pub fn add_endpoint(set: &mut [u64; 4], endpoint: u32) {
+    let b = (endpoint & 255) as usize;
+    set[b >> 6] |= 1 << (b & 63);
 }
 
 /// Whole occurrences of hour `slot` (of a cycle of `cycle` hours) completed in

@@ -186,7 +186,7 @@ impl Default for DetectConfig {
             enum_sequential_ratio: 0.7,
             stuffing_min_users: 10,
             stuffing_ratio: 5.0,
-            exfil_ratio: 10.0,
+            exfil_ratio: 5.0,
             exfil_min_bytes: 1_000_000,
             exfil_min_entities: 100,
             min_peers: 3,

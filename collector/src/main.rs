@@ -311,14 +311,7 @@ fn alerts(a: AlertsArgs) -> Result<()> {
         bail!("--data DIR is required");
     };
     let dir = DataDir::new(&data);
-    dir.ensure_initialized()?;
-    let db = dir.database();
-    if !db.exists() {
-        bail!(
-            "{} holds no events yet (start `tapline-collector serve`)",
-            data.display()
-        );
-    }
+    let db = existing_database(&data)?;
     let mut store = SqliteAlerts::open(&db).with_context(|| format!("opening {}", db.display()))?;
     let mut out = io::stdout().lock();
     match a.action {
@@ -523,7 +516,8 @@ fn parse_time(s: &str) -> Result<i64> {
     bail!("{s:?} is not a time: use RFC 3339, a duration ago (2h, 7d) or Unix seconds")
 }
 
-fn open_for_reading(data: &std::path::Path) -> Result<SqliteStore> {
+/// The store of an initialized data directory, which `serve` has created.
+fn existing_database(data: &std::path::Path) -> Result<PathBuf> {
     let dir = DataDir::new(data);
     dir.ensure_initialized()?;
     let db = dir.database();
@@ -533,6 +527,11 @@ fn open_for_reading(data: &std::path::Path) -> Result<SqliteStore> {
             data.display()
         );
     }
+    Ok(db)
+}
+
+fn open_for_reading(data: &std::path::Path) -> Result<SqliteStore> {
+    let db = existing_database(data)?;
     SqliteStore::open_read_only(&db).with_context(|| format!("opening {}", db.display()))
 }
 

@@ -22,8 +22,8 @@ use crate::alert::{
 };
 use crate::baseline::{
     ActorDisplay, ActorState, BoundedMap, DistinctWindow, Fix, HOUR_US, MINUTE_US,
-    PROBE_WINDOW_MIN, RecentNet, WINDOWS_MIN, Window, haversine_km, hour_of_week, poisson_tail,
-    stable_hash,
+    PROBE_WINDOW_MIN, RecentNet, WINDOWS_MIN, Window, add_endpoint, has_endpoint, haversine_km,
+    hour_of_week, poisson_tail, stable_hash,
 };
 use crate::config::DetectConfig;
 use crate::geo::{Geo, NetKind, Place};
@@ -724,14 +724,10 @@ impl Engine {
                 }
                 findings.push(f);
             } else if group != 0 {
-                let g = &mut self.pop.groups[group as usize];
-                let b = (eid & 255) as usize;
-                g.used[b >> 6] |= 1 << (b & 63);
+                add_endpoint(&mut self.pop.groups[group as usize].used, eid);
             }
         } else if ok && group != 0 {
-            let g = &mut self.pop.groups[group as usize];
-            let b = (eid & 255) as usize;
-            g.used[b >> 6] |= 1 << (b & 63);
+            add_endpoint(&mut self.pop.groups[group as usize].used, eid);
         }
 
         // Places: impossible travel and concurrent networks, for credentials only.
@@ -1001,10 +997,7 @@ impl Engine {
         used: [u64; 4],
         eid: u32,
     ) -> Option<Finding> {
-        let bit = |set: &[u64; 4]| {
-            let b = (eid & 255) as usize;
-            set[b >> 6] & (1 << (b & 63)) != 0
-        };
+        let bit = |set: &[u64; 4]| has_endpoint(set, eid);
         let info = &self.pop.endpoints[eid as usize];
         let name = format!("{} {}", info.method, info.template);
         if group != 0 {
@@ -1036,6 +1029,11 @@ impl Engine {
         // endpoints they were served.
         let ones = |s: &[u64; 4]| s.iter().map(|w| w.count_ones()).sum::<u32>();
         let mut best: Vec<(f64, bool)> = Vec::new();
+        // People (a session, a login) are judged by their role only: admins and viewers
+        // browse alike, so resemblance says little about what they may do.
+        if kind == ActorKind::Session.code() || kind == ActorKind::Login.code() {
+            return None;
+        }
         let own = self.actors.get(&id).map_or(0, |a| a.events);
         if own <= self.cfg.min_events {
             // Too little of its own use to find who it resembles.
@@ -1325,16 +1323,10 @@ impl Engine {
     }
 
     fn intern_tenant(&mut self, t: &str) -> u32 {
-        if let Some(id) = self.pop.tenant_index.get(t) {
-            return *id;
-        }
-        if self.pop.tenants.len() >= MAX_TENANTS {
-            return 0;
-        }
-        let id = self.pop.tenants.len() as u32;
-        self.pop.tenants.push(t.to_string());
-        self.pop.tenant_index.insert(t.to_string(), id);
-        id
+        let pop = &mut self.pop;
+        intern(&mut pop.tenants, &mut pop.tenant_index, t, |name| {
+            name.to_string()
+        })
     }
 
     fn group_of(&mut self, e: &Event) -> u32 {
@@ -1345,19 +1337,11 @@ impl Engine {
     }
 
     fn intern_group(&mut self, role: &str) -> u32 {
-        if let Some(id) = self.pop.group_index.get(role) {
-            return *id;
-        }
-        if self.pop.groups.len() >= MAX_TENANTS {
-            return 0;
-        }
-        let id = self.pop.groups.len() as u32;
-        self.pop.groups.push(Group {
-            name: role.to_string(),
+        let pop = &mut self.pop;
+        intern(&mut pop.groups, &mut pop.group_index, role, |name| Group {
+            name: name.to_string(),
             ..Group::default()
-        });
-        self.pop.group_index.insert(role.to_string(), id);
-        id
+        })
     }
 
     /// The principal of an event: a JWT's subject, an API key, a Basic user, a bearer
@@ -1456,6 +1440,25 @@ impl Engine {
         self.actors.retain(|_, a| a.last_us > cut);
         self.stats.actors_evicted += (before - self.actors.len()) as u64;
     }
+}
+
+/// The id of `key` in a bounded table (0, the table's first entry, once it is full).
+fn intern<T>(
+    list: &mut Vec<T>,
+    index: &mut foldhash::HashMap<String, u32>,
+    key: &str,
+    make: impl FnOnce(&str) -> T,
+) -> u32 {
+    if let Some(id) = index.get(key) {
+        return *id;
+    }
+    if list.len() >= MAX_TENANTS {
+        return 0;
+    }
+    let id = list.len() as u32;
+    list.push(make(key));
+    index.insert(key.to_string(), id);
+    id
 }
 
 fn new_device_factor() -> Factor {

@@ -59,13 +59,31 @@ fn networks() -> Vec<CustomNetwork> {
     ]
 }
 
-fn engine() -> Engine {
-    let cfg = DetectConfig {
+fn config() -> DetectConfig {
+    DetectConfig {
         learning_hours: 24.0,
         min_events: 10,
         ..DetectConfig::default()
-    };
-    Engine::new(cfg, Geo::open(None, None, &networks()).unwrap())
+    }
+}
+
+fn engine() -> Engine {
+    Engine::new(config(), Geo::open(None, None, &networks()).unwrap())
+}
+
+/// Forty charges in a minute from `t`.
+fn burst(e: &mut Engine, t: i64, key: u64) {
+    for k in 0..40 {
+        let ev = api_key_event(
+            t + k * 1_500_000,
+            key,
+            "198.51.100.5",
+            "POST",
+            "/v1/charges",
+            201,
+        );
+        e.observe(&ev);
+    }
 }
 
 /// A billing client charging every 10 minutes for two days.
@@ -83,16 +101,7 @@ fn a_burst_ten_times_the_hourly_norm_is_a_rate_spike_with_its_reasons() {
     let mut e = engine();
     let t = steady(&mut e, 7, "198.51.100.5");
     assert!(e.drain_alerts().is_empty(), "steady traffic raises nothing");
-    for k in 0..40 {
-        e.observe(&api_key_event(
-            t + k * 1_500_000,
-            7,
-            "198.51.100.5",
-            "POST",
-            "/v1/charges",
-            201,
-        ));
-    }
+    burst(&mut e, t, 7);
     let alerts = e.drain_alerts();
     let spike: Vec<_> = alerts
         .iter()
@@ -214,16 +223,7 @@ fn suppressions_drop_findings_and_count_them() {
         alert_id: "x".into(),
         reason: "load test".into(),
     }]);
-    for k in 0..40 {
-        e.observe(&api_key_event(
-            t + k * 1_500_000,
-            7,
-            "198.51.100.5",
-            "POST",
-            "/v1/charges",
-            201,
-        ));
-    }
+    burst(&mut e, t, 7);
     assert!(
         e.drain_alerts()
             .iter()
@@ -283,13 +283,12 @@ fn a_restored_engine_continues_where_the_saved_one_stopped() {
     }
     let saved = first.snapshot();
     drop(first);
-    let cfg = DetectConfig {
-        learning_hours: 24.0,
-        min_events: 10,
-        ..DetectConfig::default()
-    };
-    let mut second =
-        Engine::restore(cfg, Geo::open(None, None, &networks()).unwrap(), &saved).unwrap();
+    let mut second = Engine::restore(
+        config(),
+        Geo::open(None, None, &networks()).unwrap(),
+        &saved,
+    )
+    .unwrap();
     for ev in &events[half..] {
         second.observe(ev);
         resumed.extend(second.drain_alerts());
