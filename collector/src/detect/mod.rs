@@ -294,7 +294,7 @@ impl Engine {
     /// Reads one event: baselines learn from it, detectors look at it.
     pub fn observe(&mut self, e: &Event) {
         self.stats.events += 1;
-        let ts = e.ts_us;
+        let ts = event_time(e);
         self.watermark_us = self.watermark_us.max(ts);
         let minute = (ts.max(0) / MINUTE_US) as u32;
         let at_s = (ts.max(0) / 1_000_000) as u32;
@@ -1181,7 +1181,7 @@ impl Engine {
             a.risk_at_s = at_s;
         }
         let evidence = Evidence {
-            ts_us: e.ts_us,
+            ts_us: event_time(e),
             method: e.method.clone(),
             endpoint: e.endpoint.clone(),
             status: e.status,
@@ -1214,10 +1214,10 @@ impl Engine {
             .map(|a| self.pop.tenants[a.tenant as usize].clone());
         self.dirty.push(key);
         if let Some(open) = self.open.get_mut(&key)
-            && e.ts_us - open.last_seen_us <= merge_us
+            && event_time(e) - open.last_seen_us <= merge_us
         {
             open.count += 1;
-            open.last_seen_us = open.last_seen_us.max(e.ts_us);
+            open.last_seen_us = open.last_seen_us.max(event_time(e));
             if score > open.score {
                 open.score = score;
                 open.severity = open.severity.max(severity);
@@ -1241,7 +1241,7 @@ impl Engine {
         }
         let id = format!(
             "{:016x}",
-            stable_hash(&[&key.to_le_bytes(), &e.ts_us.to_le_bytes()])
+            stable_hash(&[&key.to_le_bytes(), &event_time(e).to_le_bytes()])
         );
         *self
             .stats
@@ -1263,8 +1263,8 @@ impl Engine {
                 tenant,
                 source_ips: vec![ip.to_string()],
                 endpoint: Some(endpoint),
-                first_seen_us: e.ts_us,
-                last_seen_us: e.ts_us,
+                first_seen_us: event_time(e),
+                last_seen_us: event_time(e),
                 count: 1,
                 explanation: Explanation {
                     summary: f.summary,
@@ -1459,6 +1459,12 @@ fn intern<T>(
     list.push(make(key));
     index.insert(key.to_string(), id);
     id
+}
+
+/// An event's time, held to 1970–2106: the windows count in 32-bit minutes and seconds,
+/// and a hostile or broken clock must not wrap them.
+fn event_time(e: &Event) -> i64 {
+    e.ts_us.clamp(0, i64::from(u32::MAX) * 1_000_000)
 }
 
 fn new_device_factor() -> Factor {

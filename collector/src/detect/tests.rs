@@ -326,3 +326,96 @@ fn numeric_ids_are_told_from_opaque_ones() {
     assert_eq!(numeric_id("inv_1042"), Some(1042));
     assert_eq!(numeric_id("cus_8a7F3k"), None);
 }
+
+mod hostile {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn kind() -> impl Strategy<Value = ActorKind> {
+        (0u8..7).prop_map(|c| ActorKind::from_code(c).expect("a kind"))
+    }
+
+    fn event() -> impl Strategy<Value = Event> {
+        (
+            prop_oneof![
+                Just(i64::MIN),
+                Just(i64::MAX),
+                Just(0i64),
+                any::<i64>(),
+                T0..T0 + 10 * 24 * 60 * MIN
+            ],
+            kind(),
+            any::<u64>(),
+            prop_oneof![Just("GET"), Just("POST"), Just("DELETE"), Just("")],
+            prop_oneof![
+                Just("/v1/x/{id}".to_string()),
+                Just("/v1/users/me".to_string()),
+                ".{0,40}"
+            ],
+            proptest::option::of(any::<u16>()),
+            any::<[u8; 4]>(),
+            proptest::collection::vec(("[a-z_]{0,8}", ".{0,12}"), 0..4),
+            proptest::collection::vec(("[a-z]{0,6}", "[0-9a-z_]{0,10}", 0u8..4), 0..5),
+            proptest::collection::vec(
+                (
+                    prop_oneof![
+                        Just("tenant".to_string()),
+                        Just("role".to_string()),
+                        "[a-z]{0,6}"
+                    ],
+                    "[a-z_]{0,8}",
+                ),
+                0..3,
+            ),
+            any::<u64>(),
+        )
+            .prop_map(
+                |(ts, kind, fp, method, endpoint, status, ip, claims, entities, owners, bytes)| {
+                    let ip = std::net::IpAddr::from(ip);
+                    let mut e = api_key_event(ts, fp % 8, "198.51.100.1", method, &endpoint, 200);
+                    e.status = status;
+                    e.client.ip = ip;
+                    e.response_bytes = bytes;
+                    e.actors[0].kind = kind;
+                    e.actors[0].claims = claims;
+                    if kind == ActorKind::ClientIp {
+                        e.actors[0].value = Some(ip.to_string());
+                    }
+                    e.entities = entities
+                        .into_iter()
+                        .map(|(k, id, s)| tapline_wire::Entity {
+                            kind: k,
+                            id,
+                            source: EntitySource::from_code(s).expect("a source"),
+                        })
+                        .collect();
+                    e.owners = owners
+                        .into_iter()
+                        .map(|(field, value)| Owner { field, value })
+                        .collect();
+                    e
+                },
+            )
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// Any events, in any order, with any times: no panic, bounded actors, and a
+        /// state that saves and restores.
+        #[test]
+        fn any_events_in_any_order(events in proptest::collection::vec(event(), 1..200)) {
+            let cfg = DetectConfig { max_actors: 16, learning_hours: 0.0, min_events: 0, ..DetectConfig::default() };
+            let mut e = Engine::new(cfg.clone(), Geo::open(None, None, &networks()).unwrap());
+            for ev in &events {
+                e.observe(ev);
+                let _ = e.drain_alerts();
+            }
+            prop_assert!(e.actors() <= 16);
+            let saved = e.snapshot();
+            let mut back = Engine::restore(cfg, Geo::none(), &saved).unwrap();
+            back.observe(&events[0]);
+        }
+    }
+}
