@@ -27,7 +27,7 @@ struct Ctx {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AlertParams {
-    /// RFC 3339 time or microseconds since the epoch.
+    /// RFC 3339, a duration ago (`2h`) or Unix seconds.
     pub since: Option<String>,
     /// Lowest severity: info, low, medium, high, critical.
     pub severity: Option<String>,
@@ -68,15 +68,24 @@ impl AlertParams {
     }
 }
 
-/// `2026-11-03T10:00:00Z`, or microseconds since the epoch.
+/// A time as the CLI and the API take it: RFC 3339 (`2026-11-25T10:00:00Z`), a duration
+/// ago (`2h`, `7d`) or Unix seconds; in microseconds since the epoch.
 pub fn parse_time(s: &str) -> Result<i64, String> {
-    if let Ok(us) = s.parse::<i64>() {
-        return Ok(us);
+    if let Ok(secs) = s.parse::<i64>() {
+        return Ok(secs.saturating_mul(1_000_000));
     }
-    let t = humantime::parse_rfc3339_weak(s).map_err(|e| format!("time `{s}`: {e}"))?;
-    Ok(t.duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_micros() as i64)
-        .unwrap_or(0))
+    if let Ok(t) = humantime::parse_rfc3339_weak(s) {
+        return t
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_micros() as i64)
+            .map_err(|_| format!("{s:?} is before 1970"));
+    }
+    if let Ok(d) = humantime::parse_duration(s) {
+        return Ok(crate::store::now_us() - d.as_micros() as i64);
+    }
+    Err(format!(
+        "{s:?} is not a time: use RFC 3339, a duration ago (2h, 7d) or Unix seconds"
+    ))
 }
 
 pub async fn serve(

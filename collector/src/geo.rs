@@ -237,8 +237,7 @@ impl Geo {
 
     pub fn lookup(&mut self, ip: IpAddr) -> Place {
         self.lookups += 1;
-        let slot =
-            (crate::baseline::stable_hash(&[ip.to_string().as_bytes()]) as usize) % CACHE_SLOTS;
+        let slot = (crate::baseline::stable_hash(&[&octets(ip)]) as usize) % CACHE_SLOTS;
         if let Some((cached, place)) = &self.cache[slot]
             && *cached == ip
         {
@@ -302,6 +301,13 @@ impl Geo {
             }
         }
         place
+    }
+}
+
+fn octets(ip: IpAddr) -> [u8; 16] {
+    match ip {
+        IpAddr::V4(v) => v.to_ipv6_mapped().octets(),
+        IpAddr::V6(v) => v.octets(),
     }
 }
 

@@ -389,12 +389,7 @@ fn alerts(a: AlertsArgs) -> Result<()> {
         }
         None => {
             let params = tapline_collector::api::AlertParams {
-                since: a
-                    .since
-                    .as_deref()
-                    .map(parse_time)
-                    .transpose()?
-                    .map(|t| t.to_string()),
+                since: a.since.clone(),
                 severity: a.severity.clone(),
                 kind: a.kind.clone(),
                 status: a.status.clone(),
@@ -501,19 +496,7 @@ fn serve(a: ServeArgs) -> Result<()> {
 }
 
 fn parse_time(s: &str) -> Result<i64> {
-    if let Ok(secs) = s.parse::<i64>() {
-        return Ok(secs.saturating_mul(1_000_000));
-    }
-    if let Ok(t) = humantime::parse_rfc3339_weak(s) {
-        let d = t
-            .duration_since(std::time::UNIX_EPOCH)
-            .context("time before 1970")?;
-        return Ok(d.as_micros() as i64);
-    }
-    if let Ok(d) = humantime::parse_duration(s) {
-        return Ok(tapline_collector::store::now_us() - d.as_micros() as i64);
-    }
-    bail!("{s:?} is not a time: use RFC 3339, a duration ago (2h, 7d) or Unix seconds")
+    tapline_collector::api::parse_time(s).map_err(anyhow::Error::msg)
 }
 
 /// The store of an initialized data directory, which `serve` has created.

@@ -436,8 +436,3 @@ pub fn score(labels: &[Label], alerts: &[serde_json::Value], key: &[u8; 32]) -> 
     }
     r
 }
-
-/// The path of a scenario's pieces, for callers that want to look at them.
-pub fn scenario_pcap(work: &Path) -> PathBuf {
-    work.join("scenario.pcap")
-}

@@ -203,14 +203,13 @@ pub fn gen_scenario(out: &Path, seed: u64, days: u32, scale: f64) -> Result<Scen
     );
     let mut population = Population::generate(&mut stream(seed, 1));
     let mut plan = schedule(&population, &mut stream(seed, 2), days, scale);
-    let mut rng = stream(seed, 4);
     let mut inj = Injector {
         labels: Vec::new(),
         extra: Vec::new(),
         moves: Vec::new(),
         next_ip: 10,
     };
-    inj.inject(&mut population, &plan, &mut rng, days);
+    inj.inject(&mut population, &plan, days);
     plan.append(&mut inj.extra);
     // People who moved take their plans (and what the scenario added to them) along.
     for p in plan.iter_mut() {
@@ -426,14 +425,7 @@ impl Injector {
         pop.clients.len() - 1
     }
 
-    fn inject(
-        &mut self,
-        pop: &mut Population,
-        plan: &[Planned],
-        rng: &mut crate::pcap::Rng,
-        days: u32,
-    ) {
-        let _ = rng;
+    fn inject(&mut self, pop: &mut Population, plan: &[Planned], days: u32) {
         // Clients by what they are.
         // People with a history: the detectors compare them with themselves.
         let mut learned = std::collections::HashMap::<usize, u32>::new();
@@ -908,7 +900,7 @@ impl Injector {
         // A report page released on day 2 at noon that users start opening.
         {
             let release = 2 * DAY + 12 * HOUR;
-            let mut keys = vec![Key::Endpoint("GET /v1/reports/summary".into())];
+            let keys = vec![Key::Endpoint("GET /v1/reports/summary".into())];
             let mut e = release;
             for (k, p) in plan.iter().enumerate() {
                 if p.at_us >= release && matches!(p.action, Action::Browse) && k % 9 == 0 {
@@ -916,7 +908,6 @@ impl Injector {
                     e = e.max(p.at_us);
                 }
             }
-            keys.truncate(1);
             self.label(
                 "new_endpoint_rollout",
                 true,

@@ -179,6 +179,7 @@ pub struct Engine {
     suppressions: Vec<Suppression>,
     watermark_us: i64,
     pub stats: EngineStats,
+    key_buf: String,
 }
 
 /// An event's principal: who acted, in the most stable form available.
@@ -217,24 +218,26 @@ impl Engine {
             suppressions: Vec::new(),
             watermark_us: 0,
             stats: EngineStats::default(),
+            key_buf: String::new(),
         }
     }
 
-    /// The engine as it was saved by [`Engine::snapshot`].
-    pub fn restore(cfg: DetectConfig, geo: Geo, bytes: &[u8]) -> Result<Engine, EngineError> {
+    /// Takes the state saved by [`Engine::snapshot`]; on error the engine is unchanged.
+    pub fn load(&mut self, bytes: &[u8]) -> Result<(), EngineError> {
         let s: Snapshot = postcard::from_bytes(bytes)?;
         if s.version != SNAPSHOT_VERSION {
             return Err(EngineError::Version(s.version));
         }
-        let mut e = Engine::new(cfg, geo);
-        e.watermark_us = s.watermark_us;
-        e.actors = s.actors.into_iter().collect();
-        e.pop = s.population;
+        let mut open = foldhash::HashMap::default();
         for (k, json) in s.open {
-            e.open.insert(k, serde_json::from_str(&json)?);
+            open.insert(k, serde_json::from_str(&json)?);
         }
-        e.stats = s.stats;
-        Ok(e)
+        self.watermark_us = s.watermark_us;
+        self.actors = s.actors.into_iter().collect();
+        self.pop = s.population;
+        self.open = open;
+        self.stats = s.stats;
+        Ok(())
     }
 
     pub fn snapshot(&self) -> Vec<u8> {
@@ -325,7 +328,7 @@ impl Engine {
             info.actors.roll(minute, 60);
         }
 
-        let p = self.principal(e, ts);
+        let p = self.principal(e, ip);
         self.pop.endpoints[eid as usize]
             .actors
             .insert(p.id.rotate_left(8));
@@ -706,9 +709,6 @@ impl Engine {
         if ok {
             a.mark_used(eid);
         }
-        let fix_before = a.fix;
-        let countries = a.countries.clone();
-        let _ = a;
         // Judged by the peers, not by the actor's own history: a new actor counts too.
         if first_use && pop_ready && p.kind != ActorKind::ClientIp {
             if let Some(mut f) = self.permission_check(p.id, group, kind, used_bits, eid) {
@@ -742,7 +742,7 @@ impl Engine {
                     ip: ip_bits(ip),
                     net: place.kind as u8,
                 };
-                if let Some(prev) = fix_before
+                if let Some(prev) = a.fix
                     && prev.ip != fix.ip
                     && pop_ready
                 {
@@ -767,7 +767,7 @@ impl Engine {
                                 ),
                             });
                         }
-                        if countries.first() == Some(&fix.country) {
+                        if a.countries.first() == Some(&fix.country) {
                             context.push(Factor {
                                 name: "home_country".into(),
                                 weight: 0.25,
@@ -776,7 +776,7 @@ impl Engine {
                                     String::from_utf8_lossy(&fix.country)
                                 ),
                             });
-                        } else if countries.contains(&fix.country) {
+                        } else if a.countries.contains(&fix.country) {
                             context.push(Factor {
                                 name: "known_country".into(),
                                 weight: 0.4,
@@ -904,7 +904,7 @@ impl Engine {
         findings: &mut Vec<Finding>,
     ) {
         let cfg = &self.cfg;
-        let key = stable_hash(&[ip.to_string().as_bytes()]);
+        let key = ip_key(ip);
         if self.pop.sources.get(key).is_none() {
             self.pop.sources.insert(key, LoginWindow::default());
         }
@@ -1288,10 +1288,15 @@ impl Engine {
         pop_ready: bool,
         findings: &mut Vec<Finding>,
     ) -> u32 {
-        let key = format!("{method} {template}");
-        if let Some(id) = self.pop.endpoint_index.get(&key) {
+        // Every event looks its endpoint up: the key is built in a reused buffer.
+        self.key_buf.clear();
+        self.key_buf.push_str(method);
+        self.key_buf.push(' ');
+        self.key_buf.push_str(template);
+        if let Some(id) = self.pop.endpoint_index.get(self.key_buf.as_str()) {
             return *id;
         }
+        let key = self.key_buf.clone();
         if self.pop.endpoints.len() >= MAX_ENDPOINTS {
             // The last slot stands for every endpoint past the bound.
             let last = self.pop.endpoints.len() as u32 - 1;
@@ -1347,7 +1352,7 @@ impl Engine {
     /// The principal of an event: a JWT's subject, an API key, a Basic user, a bearer
     /// token, the login behind a session cookie (when the login was seen on the same
     /// connection), a login name, else the client address.
-    fn principal(&mut self, e: &Event, _ts: i64) -> Principal {
+    fn principal(&mut self, e: &Event, ip: IpAddr) -> Principal {
         let rank = |k: ActorKind| match k {
             ActorKind::Jwt => 0,
             ActorKind::ApiKey => 1,
@@ -1358,7 +1363,6 @@ impl Engine {
             ActorKind::ClientIp => 6,
         };
         let best = e.actors.iter().min_by_key(|a| rank(a.kind));
-        let ip = client_ip(e);
         let Some(a) = best.filter(|a| a.kind != ActorKind::ClientIp) else {
             let key = ip.to_string();
             return Principal {
@@ -1513,6 +1517,14 @@ fn numeric_id(id: &str) -> Option<u64> {
         return None;
     }
     digits.parse().ok()
+}
+
+/// A stable key of an address (no allocation).
+fn ip_key(ip: IpAddr) -> u64 {
+    match ip {
+        IpAddr::V4(v) => stable_hash(&[&v.octets()]),
+        IpAddr::V6(v) => stable_hash(&[&v.octets()]),
+    }
 }
 
 fn ip_bits(ip: IpAddr) -> u32 {

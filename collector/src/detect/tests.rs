@@ -283,12 +283,8 @@ fn a_restored_engine_continues_where_the_saved_one_stopped() {
     }
     let saved = first.snapshot();
     drop(first);
-    let mut second = Engine::restore(
-        config(),
-        Geo::open(None, None, &networks()).unwrap(),
-        &saved,
-    )
-    .unwrap();
+    let mut second = engine();
+    second.load(&saved).unwrap();
     for ev in &events[half..] {
         second.observe(ev);
         resumed.extend(second.drain_alerts());
@@ -296,7 +292,13 @@ fn a_restored_engine_continues_where_the_saved_one_stopped() {
     let ids = |v: &[Alert]| v.iter().map(|a| a.id.clone()).collect::<Vec<_>>();
     assert!(!straight.is_empty());
     assert_eq!(ids(&straight), ids(&resumed));
-    assert!(Engine::restore(DetectConfig::default(), Geo::none(), b"garbage").is_err());
+    let mut third = engine();
+    assert!(third.load(b"garbage").is_err());
+    assert_eq!(
+        third.actors(),
+        0,
+        "a failed load leaves the engine as it was"
+    );
 }
 
 #[test]
@@ -414,7 +416,8 @@ mod hostile {
             }
             prop_assert!(e.actors() <= 16);
             let saved = e.snapshot();
-            let mut back = Engine::restore(cfg, Geo::none(), &saved).unwrap();
+            let mut back = Engine::new(cfg, Geo::none());
+            back.load(&saved).unwrap();
             back.observe(&events[0]);
         }
     }

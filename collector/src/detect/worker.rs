@@ -60,28 +60,8 @@ impl Detector {
         metrics: Arc<Metrics>,
     ) -> anyhow::Result<Detector> {
         use anyhow::Context;
-        let d = &config.detect;
-        let geo = Geo::open(d.geoip.as_deref(), d.asn_db.as_deref(), &d.networks)
-            .context("opening the geolocation databases")?;
         let store = SqliteAlerts::open(db).context("opening the alert store")?;
-        let (cursor, engine) = match store.checkpoint()? {
-            Some((cursor, state)) => match Engine::restore(d.clone(), geo, &state) {
-                Ok(e) => {
-                    log!(
-                        "detectors resume after batch {cursor}: {} actors, event time {}",
-                        e.actors(),
-                        fmt_us(e.watermark_us())
-                    );
-                    (cursor, e)
-                }
-                Err(err) => {
-                    log!("detector state unusable ({err}); learning again from the stored events");
-                    let geo = Geo::open(d.geoip.as_deref(), d.asn_db.as_deref(), &d.networks)?;
-                    (0, Engine::new(d.clone(), geo))
-                }
-            },
-            None => (0, Engine::new(d.clone(), geo)),
-        };
+        let (cursor, engine) = resume(&store, &config.detect)?;
         let exporter = Exporter::open(&config.export, metrics.clone())?;
         let stop = Arc::new(AtomicBool::new(false));
         let wakeup = Arc::new(Wakeup::default());
@@ -119,33 +99,19 @@ pub fn run_once(
     reset: bool,
 ) -> anyhow::Result<super::EngineStats> {
     use anyhow::Context;
-    let d = &config.detect;
     let mut store = SqliteAlerts::open(db).context("opening the alert store")?;
     if reset {
         store.reset_detection()?;
     }
-    let open_geo = || {
-        Geo::open(d.geoip.as_deref(), d.asn_db.as_deref(), &d.networks)
-            .context("opening the geolocation databases")
-    };
-    let (cursor, mut engine) = match store.checkpoint()? {
-        Some((cursor, state)) => (cursor, Engine::restore(d.clone(), open_geo()?, &state)?),
-        None => (0, Engine::new(d.clone(), open_geo()?)),
-    };
+    let (mut cursor, mut engine) = resume(&store, &config.detect)?;
     engine.set_suppressions(store.suppressions(now_us())?);
-    let mut cursor = cursor;
-    let mut exporter = Exporter::open(&config.export, Arc::new(Metrics::new()))?;
+    let metrics = Arc::new(Metrics::new());
+    let mut exporter = Exporter::open(&config.export, metrics.clone())?;
     loop {
-        let rows = store.batches_after(cursor, 256)?;
-        if rows.is_empty() {
+        let (next, read) = read_batches(&store, &mut engine, cursor, 256, &metrics)?;
+        cursor = next;
+        if read == 0 {
             break;
-        }
-        for (id, frame) in rows {
-            match tapline_wire::decode(&frame) {
-                Ok(Some((batch, _))) => batch.events.iter().for_each(|e| engine.observe(e)),
-                _ => log!("stored batch {id} does not decode; skipped"),
-            }
-            cursor = id;
         }
         let alerts = engine.drain_alerts();
         store.save(&alerts, None)?;
@@ -157,6 +123,61 @@ pub fn run_once(
     exporter.export(&alerts);
     exporter.close();
     Ok(engine.stats.clone())
+}
+
+/// The engine and the batch it stopped after: from the checkpoint, else (none, or one
+/// this build cannot read) from the first stored batch.
+fn resume(store: &SqliteAlerts, d: &crate::config::DetectConfig) -> anyhow::Result<(i64, Engine)> {
+    use anyhow::Context;
+    let geo = Geo::open(d.geoip.as_deref(), d.asn_db.as_deref(), &d.networks)
+        .context("opening the geolocation databases")?;
+    let mut engine = Engine::new(d.clone(), geo);
+    let Some((cursor, state)) = store.checkpoint()? else {
+        return Ok((0, engine));
+    };
+    match engine.load(&state) {
+        Ok(()) => {
+            log!(
+                "detectors resume after batch {cursor}: {} actors, event time {}",
+                engine.actors(),
+                fmt_us(engine.watermark_us())
+            );
+            Ok((cursor, engine))
+        }
+        Err(err) => {
+            log!("detector state unusable ({err}); learning again from the stored events");
+            Ok((0, engine))
+        }
+    }
+}
+
+/// Feeds up to `limit` stored batches after `cursor` to the engine (a batch that does not
+/// decode is skipped, logged and counted); returns the new cursor and the batches read.
+fn read_batches(
+    store: &SqliteAlerts,
+    engine: &mut Engine,
+    mut cursor: i64,
+    limit: usize,
+    metrics: &Metrics,
+) -> Result<(i64, usize), crate::store::StoreError> {
+    let rows = store.batches_after(cursor, limit)?;
+    let n = rows.len();
+    for (id, frame) in rows {
+        match tapline_wire::decode(&frame) {
+            Ok(Some((batch, _))) => {
+                for e in &batch.events {
+                    engine.observe(e);
+                }
+                metrics.detect_events.inc_by(batch.events.len() as u64);
+            }
+            _ => {
+                metrics.detect_corrupt_batches.inc();
+                log!("stored batch {id} does not decode; the detectors skip it");
+            }
+        }
+        cursor = id;
+    }
+    Ok((cursor, n))
 }
 
 fn fmt_us(us: i64) -> String {
@@ -187,8 +208,11 @@ fn run(
             last_suppressions = Some(Instant::now());
         }
         let stopping = stop.load(Ordering::SeqCst);
-        let rows = match store.batches_after(cursor, STEP_BATCHES) {
-            Ok(r) => r,
+        let read = match read_batches(&store, &mut engine, cursor, STEP_BATCHES, metrics) {
+            Ok((next, n)) => {
+                cursor = next;
+                n > 0
+            }
             Err(e) => {
                 log!("detectors reading the store: {e}");
                 if stopping {
@@ -198,22 +222,6 @@ fn run(
                 continue;
             }
         };
-        let read = !rows.is_empty();
-        for (id, frame) in rows {
-            match tapline_wire::decode(&frame) {
-                Ok(Some((batch, _))) => {
-                    for e in &batch.events {
-                        engine.observe(e);
-                    }
-                    metrics.detect_events.inc_by(batch.events.len() as u64);
-                }
-                _ => {
-                    metrics.detect_corrupt_batches.inc();
-                    log!("stored batch {id} does not decode; the detectors skip it");
-                }
-            }
-            cursor = id;
-        }
         let alerts = engine.drain_alerts();
         for a in &alerts {
             if a.count == 1 {
