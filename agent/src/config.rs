@@ -38,6 +38,21 @@ pub struct CaptureSection {
     pub queue: Option<usize>,
     /// Address of the Prometheus endpoint (`127.0.0.1:9108`).
     pub metrics: Option<std::net::SocketAddr>,
+    /// `pcap`, `ebpf` or `auto`.
+    pub source: Option<String>,
+    /// eBPF: a cgroup v2 directory to capture.
+    pub cgroup: Option<PathBuf>,
+    /// eBPF: probe OpenSSL for HTTPS plaintext.
+    pub tls: Option<bool>,
+    pub snaplen: Option<u32>,
+    pub tls_snaplen: Option<u32>,
+    /// Only these ports (either end).
+    pub ports: Vec<u16>,
+    /// eBPF: only these networks (either end).
+    pub cidrs: Vec<String>,
+    pub ring_mb: Option<u32>,
+    /// eBPF: `auto`, `tcx` or `netlink`.
+    pub tc_attach: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

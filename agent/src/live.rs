@@ -22,6 +22,8 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
+use crate::capture::ebpf::tls::{SegmentHead, TlsStreams};
+use crate::capture::ebpf::{EbpfCapture, EbpfOptions, KernelCounters, record};
 use crate::capture::live::{KernelStats, LiveCapture, LiveError, LiveOptions, Next};
 use crate::decode::{Decoded, Decoder, Micros};
 use crate::extract::redact::Redactor;
@@ -40,8 +42,27 @@ pub enum LogFormat {
     None,
 }
 
+/// Where live packets come from.
+#[derive(Debug, Clone)]
+pub enum CaptureSource {
+    /// libpcap on `LiveConfig::ifaces`.
+    Pcap,
+    /// The eBPF programs (interfaces, a cgroup, OpenSSL).
+    Ebpf(EbpfOptions),
+}
+
+impl CaptureSource {
+    pub fn name(&self) -> &'static str {
+        match self {
+            CaptureSource::Pcap => "pcap",
+            CaptureSource::Ebpf(_) => "ebpf",
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct LiveConfig {
+    pub source: CaptureSource,
     pub ifaces: Vec<String>,
     pub options: LiveOptions,
     pub workers: usize,
@@ -75,6 +96,18 @@ pub struct Metrics {
     transactions: Counter,
     events: Counter,
     http_parse_errors: Counter,
+    truncated: Family<Labels, Counter>,
+    source: Family<Labels, Gauge>,
+    ebpf_filtered: Counter,
+    ebpf_not_tcp: Counter,
+    ebpf_bad_records: Counter,
+    ebpf_interfaces: Gauge,
+    tls_libraries: Gauge,
+    tls_connections: Counter,
+    tls_unresolved: Counter,
+    tls_bytes: Counter,
+    tls_truncated_bytes: Counter,
+    tls_open: Gauge,
     /// The ship stage's counters (zero when not shipping).
     pub ship: crate::ship::ShipMetrics,
 }
@@ -99,6 +132,18 @@ impl Metrics {
             transactions: Counter::default(),
             events: Counter::default(),
             http_parse_errors: Counter::default(),
+            truncated: Family::default(),
+            source: Family::default(),
+            ebpf_filtered: Counter::default(),
+            ebpf_not_tcp: Counter::default(),
+            ebpf_bad_records: Counter::default(),
+            ebpf_interfaces: Gauge::default(),
+            tls_libraries: Gauge::default(),
+            tls_connections: Counter::default(),
+            tls_unresolved: Counter::default(),
+            tls_bytes: Counter::default(),
+            tls_truncated_bytes: Counter::default(),
+            tls_open: Gauge::default(),
             ship: crate::ship::ShipMetrics::default(),
             registry: Registry::default(),
         };
@@ -197,7 +242,145 @@ impl Metrics {
             "HTTP messages that did not parse",
             m.http_parse_errors.clone(),
         );
+        registry.register(
+            "truncated",
+            "Packets (source ebpf) or TLS reads and writes (source tls) cut at the snap length",
+            m.truncated.clone(),
+        );
+        registry.register(
+            "capture_source",
+            "1 for the capture source in use (pcap or ebpf)",
+            m.source.clone(),
+        );
+        registry.register(
+            "ebpf_filtered",
+            "Packets the in-kernel port or address filter left out",
+            m.ebpf_filtered.clone(),
+        );
+        registry.register(
+            "ebpf_not_tcp",
+            "Packets the eBPF programs skipped: not TCP over IPv4/IPv6, IPv6 extension headers, IP fragments",
+            m.ebpf_not_tcp.clone(),
+        );
+        registry.register(
+            "ebpf_bad_records",
+            "Ring buffer records that did not check out (never expected)",
+            m.ebpf_bad_records.clone(),
+        );
+        registry.register(
+            "ebpf_interfaces",
+            "Interfaces the tc programs are attached to",
+            m.ebpf_interfaces.clone(),
+        );
+        registry.register(
+            "tls_libraries",
+            "OpenSSL library files probed",
+            m.tls_libraries.clone(),
+        );
+        registry.register(
+            "tls_connections",
+            "TLS connections seen through OpenSSL",
+            m.tls_connections.clone(),
+        );
+        registry.register(
+            "tls_unresolved",
+            "TLS connections whose socket was not found (logged with unspecified addresses)",
+            m.tls_unresolved.clone(),
+        );
+        registry.register(
+            "tls_bytes",
+            "Plaintext bytes read and written through OpenSSL",
+            m.tls_bytes.clone(),
+        );
+        registry.register(
+            "tls_truncated_bytes",
+            "Plaintext bytes cut at the TLS snap length (holes in the streams)",
+            m.tls_truncated_bytes.clone(),
+        );
+        registry.register(
+            "tls_open_connections",
+            "TLS connections tracked now",
+            m.tls_open.clone(),
+        );
         Metrics { registry, ..m }
+    }
+
+    /// What the sensor sees and misses, for `/coverage`: capture, loss by cause,
+    /// reassembly gaps and parsing, from the same counters as `/metrics`.
+    pub fn coverage_report(&self) -> serde_json::Value {
+        // prometheus-client cannot iterate a family: read the rendered exposition.
+        let text = self.render();
+        let mut by_name: std::collections::BTreeMap<String, serde_json::Value> =
+            std::collections::BTreeMap::new();
+        let mut drops = serde_json::Map::new();
+        let mut source = String::from("none");
+        for line in text.lines() {
+            if line.starts_with('#') {
+                continue;
+            }
+            let Some((name_labels, value)) = line.rsplit_once(' ') else {
+                continue;
+            };
+            let Ok(v) = value.parse::<f64>() else {
+                continue;
+            };
+            let (name, labels) = match name_labels.split_once('{') {
+                Some((n, l)) => (n, l.trim_end_matches('}')),
+                None => (name_labels, ""),
+            };
+            let name = name
+                .trim_start_matches("tapline_")
+                .trim_end_matches("_total");
+            if name == "capture_source" && v > 0.0 {
+                if let Some(s) = labels.split('"').nth(1) {
+                    source = s.to_string();
+                }
+                continue;
+            }
+            if name == "drops" {
+                let key = labels.replace('"', "");
+                drops.insert(key, serde_json::json!(v as u64));
+                continue;
+            }
+            let entry = by_name
+                .entry(name.to_string())
+                .or_insert(serde_json::json!(0u64));
+            *entry = serde_json::json!(entry.as_u64().unwrap_or(0) + v as u64);
+        }
+        let get = |n: &str| by_name.get(n).and_then(|v| v.as_u64()).unwrap_or(0);
+        let flows = get("flows");
+        serde_json::json!({
+            "source": source,
+            "captured": { "packets": get("packets"), "bytes": get("bytes") },
+            "lost": {
+                "drops": drops,
+                "truncated": get("truncated"),
+                "stream_gaps": get("stream_gaps"),
+                "stream_gap_bytes": get("stream_gap_bytes"),
+                "undecodable": get("undecodable"),
+            },
+            "flows": {
+                "seen": flows,
+                "midstream": get("flows_midstream"),
+            },
+            "http": {
+                "transactions": get("http_transactions"),
+                "parse_errors": get("http_parse_errors"),
+                "events": get("events"),
+            },
+            "tls": {
+                "libraries": get("tls_libraries"),
+                "connections": get("tls_connections"),
+                "unresolved": get("tls_unresolved"),
+                "bytes": get("tls_bytes"),
+                "truncated_bytes": get("tls_truncated_bytes"),
+            },
+            "ebpf": {
+                "interfaces": get("ebpf_interfaces"),
+                "filtered": get("ebpf_filtered"),
+                "not_tcp": get("ebpf_not_tcp"),
+            },
+        })
     }
 
     pub fn render(&self) -> String {
@@ -303,14 +486,27 @@ pub fn serve_metrics(
                     let _ = conn.set_read_timeout(Some(Duration::from_secs(2)));
                     let mut req = [0u8; 1024];
                     let n = std::io::Read::read(&mut conn, &mut req).unwrap_or(0);
-                    let (status, body) = if req[..n].starts_with(b"GET /metrics") {
-                        ("200 OK", metrics.render())
+                    let (status, kind, body) = if req[..n].starts_with(b"GET /metrics") {
+                        (
+                            "200 OK",
+                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                            metrics.render(),
+                        )
+                    } else if req[..n].starts_with(b"GET /coverage") {
+                        let mut body = serde_json::to_string_pretty(&metrics.coverage_report())
+                            .unwrap_or_default();
+                        body.push('\n');
+                        ("200 OK", "application/json", body)
                     } else {
-                        ("404 Not Found", "see /metrics\n".to_string())
+                        (
+                            "404 Not Found",
+                            "text/plain",
+                            "see /metrics and /coverage\n".to_string(),
+                        )
                     };
                     let _ = write!(
                         conn,
-                        "HTTP/1.1 {status}\r\nContent-Type: application/openmetrics-text; version=1.0.0; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                        "HTTP/1.1 {status}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
                         body.len()
                     );
                 }
@@ -367,10 +563,21 @@ impl Write for RotatingFile {
 
 pub type SharedOutput = Arc<Mutex<Box<dyn Write + Send>>>;
 
-/// A frame on its way to a worker.
+/// What a message to a worker holds.
+enum Payload {
+    /// A link-layer frame (libpcap).
+    Frame { linktype: u32 },
+    /// A TCP segment whose headers were parsed in the kernel; `buf` is its payload.
+    Segment(SegmentHead),
+    /// TLS plaintext as a synthetic segment (kept apart from the ciphertext flow of the
+    /// same connection).
+    Plaintext(SegmentHead),
+}
+
+/// A frame or segment on its way to a worker.
 struct FrameMsg {
     ts: Micros,
-    linktype: u32,
+    payload: Payload,
     buf: Vec<u8>,
 }
 
@@ -416,14 +623,24 @@ impl Live {
         output: SharedOutput,
         shipper: Option<Arc<crate::ship::Shipper>>,
     ) -> Result<Live, LiveError> {
-        let captures: Vec<LiveCapture> = config
-            .ifaces
-            .iter()
-            .map(|i| LiveCapture::open(i, &config.options))
-            .collect::<Result<_, _>>()?;
+        let (captures, ebpf): (Vec<LiveCapture>, _) = match &config.source {
+            CaptureSource::Pcap => (
+                config
+                    .ifaces
+                    .iter()
+                    .map(|i| LiveCapture::open(i, &config.options))
+                    .collect::<Result<_, _>>()?,
+                None,
+            ),
+            CaptureSource::Ebpf(o) => (Vec::new(), Some(EbpfCapture::load(o.clone())?)),
+        };
+        metrics
+            .source
+            .get_or_create(&label("source", config.source.name()))
+            .set(1);
         let stop = Arc::new(AtomicBool::new(false));
         let workers_n = config.workers.max(1);
-        let pool_size = workers_n * config.queue + 256 * captures.len();
+        let pool_size = workers_n * config.queue + 256 * captures.len().max(1);
         let (pool_tx, pool_rx) = bounded::<Vec<u8>>(pool_size);
         let reload = Arc::new(Mutex::new((0u64, None)));
         let mut senders = Vec::new();
@@ -481,7 +698,12 @@ impl Live {
                                 .unwrap_or_else(|_| Vec::with_capacity(2048));
                             buf.clear();
                             buf.extend_from_slice(data);
-                            match senders[shard].try_send(FrameMsg { ts, linktype, buf }) {
+                            let msg = FrameMsg {
+                                ts,
+                                payload: Payload::Frame { linktype },
+                                buf,
+                            };
+                            match senders[shard].try_send(msg) {
                                 Ok(()) => {}
                                 Err(TrySendError::Full(m) | TrySendError::Disconnected(m)) => {
                                     queue_full.inc();
@@ -512,6 +734,21 @@ impl Live {
                 let delta = |new: u64, old: u64| u64::from((new as u32).wrapping_sub(old as u32));
                 kernel.inc_by(delta(s.dropped, last_stats.dropped));
                 interface.inc_by(delta(s.if_dropped, last_stats.if_dropped));
+                Ok(())
+            }));
+        }
+        if let Some(mut cap) = ebpf {
+            let (packets, tls) = cap.take_rings()?;
+            let reader = EbpfReader {
+                senders: senders.clone(),
+                pool_rx: pool_rx.clone(),
+                pool_tx: pool_tx.clone(),
+                metrics: metrics.clone(),
+                receivers: receivers.clone(),
+            };
+            let stop = stop.clone();
+            handles.push(std::thread::spawn(move || {
+                reader.run(cap, packets, tls, &stop);
                 Ok(())
             }));
         }
@@ -561,6 +798,235 @@ impl Live {
             Some(e) => Err(e),
             None => Ok(()),
         }
+    }
+}
+
+/// Hashes a connection the same in both directions.
+fn shard_of_pair(a: std::net::SocketAddr, b: std::net::SocketAddr, n: usize) -> usize {
+    use std::hash::BuildHasher;
+    if n <= 1 {
+        return 0;
+    }
+    let state = foldhash::fast::FixedState::with_seed(0x7461_706c);
+    let h = state.hash_one(if a <= b { (a, b) } else { (b, a) });
+    (h % n as u64) as usize
+}
+
+/// Reads the eBPF ring buffers, turns TLS plaintext into segments and hands both to
+/// the workers; picks up new interfaces and libraries and publishes the kernel's
+/// counters.
+struct EbpfReader {
+    senders: Vec<Sender<FrameMsg>>,
+    pool_rx: Receiver<Vec<u8>>,
+    pool_tx: Sender<Vec<u8>>,
+    metrics: Arc<Metrics>,
+    receivers: Vec<Receiver<FrameMsg>>,
+}
+
+/// Records read from one ring before looking at the other and at the clock.
+const RING_BATCH: usize = 4096;
+/// A TLS connection silent this long is ended (its process likely freed it).
+const TLS_IDLE: Micros = 600_000_000;
+
+impl EbpfReader {
+    fn send(&self, head: SegmentHead, plaintext: bool, data: &[u8], queue_full: &Counter) {
+        let shard = shard_of_pair(head.src, head.dst, self.senders.len());
+        let mut buf = self
+            .pool_rx
+            .try_recv()
+            .unwrap_or_else(|_| Vec::with_capacity(2048));
+        buf.clear();
+        buf.extend_from_slice(data);
+        let msg = FrameMsg {
+            ts: head.ts,
+            payload: if plaintext {
+                Payload::Plaintext(head)
+            } else {
+                Payload::Segment(head)
+            },
+            buf,
+        };
+        if let Err(TrySendError::Full(m) | TrySendError::Disconnected(m)) =
+            self.senders[shard].try_send(msg)
+        {
+            queue_full.inc();
+            let _ = self.pool_tx.try_send(m.buf);
+        }
+    }
+
+    fn run(
+        self,
+        mut cap: EbpfCapture,
+        mut packets: aya::maps::RingBuf<aya::maps::MapData>,
+        mut tls: Option<aya::maps::RingBuf<aya::maps::MapData>>,
+        stop: &AtomicBool,
+    ) {
+        use std::os::fd::AsRawFd;
+        let m = &self.metrics;
+        let drops = |cause: &str| {
+            m.drops
+                .get_or_create(&vec![
+                    ("iface".to_string(), "ebpf".to_string()),
+                    ("cause".to_string(), cause.to_string()),
+                ])
+                .clone()
+        };
+        let queue_full = drops("queue_full");
+        let ring_full = drops("ring_full");
+        let tls_ring_full = drops("tls_ring_full");
+        let packets_c = m.packets.get_or_create(&label("iface", "ebpf")).clone();
+        let bytes_c = m.bytes.get_or_create(&label("iface", "ebpf")).clone();
+        let truncated = m.truncated.get_or_create(&label("source", "ebpf")).clone();
+        let tls_truncated = m.truncated.get_or_create(&label("source", "tls")).clone();
+        let mut streams = TlsStreams::new(65_536);
+        let mut sockets = crate::capture::ebpf::tls::SocketCache::new(65_536);
+        let mut last_kernel: KernelCounters = Default::default();
+        let mut last_tls = crate::capture::ebpf::tls::TlsStats::default();
+        let mut last_refresh = Instant::now();
+        let proc = std::path::PathBuf::from("/proc");
+        for line in cap.interfaces() {
+            eprintln!("ebpf: attached to {line}");
+        }
+        let mut publish = |cap: &EbpfCapture, streams: &TlsStreams| {
+            use tapline_ebpf_common::counter as k;
+            let now = cap.counters();
+            let d = |i: u32| now[i as usize].saturating_sub(last_kernel[i as usize]);
+            packets_c.inc_by(d(k::QUEUED));
+            bytes_c.inc_by(d(k::BYTES));
+            truncated.inc_by(d(k::TRUNCATED));
+            ring_full.inc_by(d(k::RING_FULL));
+            m.ebpf_filtered.inc_by(d(k::FILTERED));
+            m.ebpf_not_tcp.inc_by(d(k::NOT_TCP));
+            tls_truncated.inc_by(d(k::TLS_TRUNCATED));
+            tls_ring_full.inc_by(d(k::TLS_RING_FULL) + d(k::TLS_READ_FAILED));
+            last_kernel = now;
+            let t = streams.stats;
+            m.tls_connections
+                .inc_by(t.connections.saturating_sub(last_tls.connections));
+            m.tls_unresolved
+                .inc_by(t.unresolved.saturating_sub(last_tls.unresolved));
+            m.tls_bytes.inc_by(t.bytes.saturating_sub(last_tls.bytes));
+            m.tls_truncated_bytes
+                .inc_by(t.truncated_bytes.saturating_sub(last_tls.truncated_bytes));
+            last_tls = t;
+            m.tls_open.set(streams.len() as i64);
+            m.ebpf_interfaces.set(cap.interfaces().len() as i64);
+            m.tls_libraries.set(cap.libraries() as i64);
+            for (i, r) in self.receivers.iter().enumerate() {
+                m.queue_depth
+                    .get_or_create(&label("worker", &i.to_string()))
+                    .set(r.len() as i64);
+            }
+        };
+        while !stop.load(Ordering::Relaxed) {
+            let mut fds = [
+                libc::pollfd {
+                    fd: packets.as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                },
+                libc::pollfd {
+                    fd: tls.as_ref().map_or(-1, |t| t.as_raw_fd()),
+                    events: libc::POLLIN,
+                    revents: 0,
+                },
+            ];
+            // SAFETY: two valid pollfds (a negative fd is ignored by poll).
+            unsafe { libc::poll(fds.as_mut_ptr(), 2, 100) };
+            for _ in 0..RING_BATCH {
+                let Some(item) = packets.next() else {
+                    break;
+                };
+                match record::packet(&item) {
+                    Ok(p) => {
+                        let h = p.header;
+                        let head = SegmentHead {
+                            ts: cap.to_micros(h.ts_ns),
+                            src: std::net::SocketAddr::new(p.src, h.sport),
+                            dst: std::net::SocketAddr::new(p.dst, h.dport),
+                            seq: h.seq,
+                            ack: h.ack,
+                            flags: h.flags,
+                            window: h.window,
+                            len: h.payload_len,
+                        };
+                        self.send(head, false, p.payload, &queue_full);
+                    }
+                    Err(_) => {
+                        m.ebpf_bad_records.inc();
+                    }
+                }
+            }
+            if let Some(ring) = tls.as_mut() {
+                use crate::capture::ebpf::procfs::socket_addresses;
+                for _ in 0..RING_BATCH {
+                    let Some(item) = ring.next() else {
+                        break;
+                    };
+                    if record::tls_ring_kind(&item) == Some(tapline_ebpf_common::KIND_SOCKET) {
+                        match record::socket(&item) {
+                            Ok((s, peer)) => {
+                                let found = socket_addresses(&proc, s.tgid, s.fd);
+                                if s.role != tapline_ebpf_common::SOCKET_IN_USE {
+                                    let ts = cap.to_micros(
+                                        u64::try_from(crate::capture::ebpf::monotonic_ns().max(0))
+                                            .unwrap_or(0),
+                                    );
+                                    streams.socket_opened(s.tgid, s.fd, ts, &mut |head, data| {
+                                        self.send(head, true, data, &queue_full)
+                                    });
+                                }
+                                match (found, peer) {
+                                    (Some((l, r)), _) => sockets.insert(s.tgid, s.fd, Some(l), r),
+                                    (None, Some(r)) => sockets.insert(s.tgid, s.fd, None, r),
+                                    (None, None) => {}
+                                }
+                            }
+                            Err(_) => {
+                                m.ebpf_bad_records.inc();
+                            }
+                        }
+                        continue;
+                    }
+                    match record::tls(&item) {
+                        Ok(v) => {
+                            let ts = cap.to_micros(v.header.ts_ns);
+                            streams.record(
+                                &v,
+                                ts,
+                                &mut |pid, fd| {
+                                    sockets
+                                        .full(pid, fd)
+                                        .or_else(|| socket_addresses(&proc, pid, fd))
+                                        .or_else(|| sockets.peer(pid, fd))
+                                },
+                                &mut |head, data| self.send(head, true, data, &queue_full),
+                            );
+                        }
+                        Err(_) => {
+                            m.ebpf_bad_records.inc();
+                        }
+                    }
+                }
+            }
+            let now = cap
+                .to_micros(u64::try_from(crate::capture::ebpf::monotonic_ns().max(0)).unwrap_or(0));
+            streams.release_due(now, &mut |head, data| {
+                self.send(head, true, data, &queue_full)
+            });
+            if last_refresh.elapsed() >= Duration::from_secs(2) {
+                last_refresh = Instant::now();
+                for line in cap.refresh() {
+                    eprintln!("ebpf: {line}");
+                }
+                streams.expire(now, TLS_IDLE, &mut |head, data| {
+                    self.send(head, true, data, &queue_full)
+                });
+                publish(&cap, &streams);
+            }
+        }
+        publish(&cap, &streams);
+        cap.detach();
     }
 }
 
@@ -639,6 +1105,9 @@ impl WorkerSink {
 impl Worker {
     fn run(self) {
         let mut pipeline = Pipeline::new(self.config.pipeline);
+        // TLS plaintext, apart from the ciphertext of the same connections.
+        let mut plaintext: Option<Pipeline> = None;
+        let mut plain_snapshot = Snapshot::default();
         let extractor = match Extractor::new(self.config.extract.clone()) {
             Ok(mut x) => {
                 x.set_agent(&self.config.agent);
@@ -668,9 +1137,16 @@ impl Worker {
             let msg = self.rx.recv_timeout(Duration::from_millis(200));
             let ended = matches!(msg, Err(crossbeam_channel::RecvTimeoutError::Disconnected));
             if let Ok(m) = msg {
-                pipeline.frame(m.linktype, m.ts, &m.buf, &mut |meta, tx| {
-                    sink.emit(meta, tx)
-                });
+                let mut emit = |meta: &FlowMeta, tx| sink.emit(meta, tx);
+                match &m.payload {
+                    Payload::Frame { linktype } => {
+                        pipeline.frame(*linktype, m.ts, &m.buf, &mut emit)
+                    }
+                    Payload::Segment(h) => pipeline.segment(&h.segment(&m.buf), &mut emit),
+                    Payload::Plaintext(h) => plaintext
+                        .get_or_insert_with(|| Pipeline::new(self.config.pipeline))
+                        .segment(&h.segment(&m.buf), &mut emit),
+                }
                 let _ = self.pool.try_send(m.buf);
             }
             sink.flush_batch(ended);
@@ -684,12 +1160,22 @@ impl Worker {
                     .unwrap_or(0);
                 if ended {
                     pipeline.finish(&mut |meta, tx| sink.emit(meta, tx));
+                    if let Some(p) = plaintext.as_mut() {
+                        p.finish(&mut |meta, tx| sink.emit(meta, tx));
+                    }
                     sink.flush_batch(true);
                 } else {
                     pipeline.tick(now, &mut |meta, tx| sink.emit(meta, tx));
+                    if let Some(p) = plaintext.as_mut() {
+                        p.tick(now, &mut |meta, tx| sink.emit(meta, tx));
+                    }
                 }
                 self.metrics
                     .add_pipeline(&pipeline.stats(), &pipeline.flow_stats(), &mut snapshot);
+                if let Some(p) = &plaintext {
+                    self.metrics
+                        .add_pipeline(&p.stats(), &p.flow_stats(), &mut plain_snapshot);
+                }
                 self.metrics
                     .events
                     .inc_by(sink.extractor.stats.events.saturating_sub(events_seen));

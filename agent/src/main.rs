@@ -26,9 +26,9 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Read pcap/pcapng files (or `-` for stdin) and log their HTTP transactions.
-    Read(ReadArgs),
+    Read(Box<ReadArgs>),
     /// Capture live traffic from network interfaces (span ports, host interfaces).
-    Run(RunArgs),
+    Run(Box<RunArgs>),
 }
 
 #[derive(Args)]
@@ -43,9 +43,37 @@ struct RunArgs {
     /// Put the interfaces in promiscuous mode (span ports).
     #[arg(long)]
     promisc: bool,
-    /// Capture source (libpcap; eBPF arrives with its issue).
-    #[arg(long, value_parser = ["pcap"], default_value = "pcap")]
-    source: String,
+    /// Capture source: `pcap` (libpcap), `ebpf` (tc/cgroup programs, OpenSSL uprobes), or
+    /// `auto` (eBPF where it loads, else libpcap, saying why) [default: pcap].
+    #[arg(long, value_parser = ["pcap", "ebpf", "auto"])]
+    source: Option<String>,
+    /// eBPF: capture the traffic of this cgroup v2 subtree (a pod, a slice) with
+    /// cgroup_skb programs.
+    #[arg(long)]
+    cgroup: Option<PathBuf>,
+    /// eBPF: read HTTPS in clear through uprobes on OpenSSL (libssl.so.3).
+    #[arg(long)]
+    tls: bool,
+    /// eBPF: payload bytes kept per packet, at most 16384 [default: 16384].
+    #[arg(long)]
+    snaplen: Option<u32>,
+    /// eBPF: plaintext bytes kept per TLS read or write, at most 16384 [default: 16384].
+    #[arg(long)]
+    tls_snaplen: Option<u32>,
+    /// Only connections with this port at either end (repeat); filtered in the kernel
+    /// with eBPF, turned into a capture filter with libpcap.
+    #[arg(long = "port")]
+    ports: Vec<u16>,
+    /// eBPF: only connections with an address in this network at either end (repeat).
+    #[arg(long = "cidr")]
+    cidrs: Vec<String>,
+    /// eBPF: ring buffer for packets, in MiB [default: 32].
+    #[arg(long)]
+    ring_mb: Option<u32>,
+    /// eBPF: how tc programs attach: `tcx` links (Linux 6.6+), `netlink` filters on a
+    /// clsact qdisc, or `auto` [default: auto].
+    #[arg(long, value_parser = ["auto", "tcx", "netlink"])]
+    tc_attach: Option<String>,
     /// Kernel capture buffer per interface, in MiB [default: 32].
     #[arg(long)]
     buffer_mb: Option<usize>,
@@ -244,8 +272,8 @@ impl Tuning {
 fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
-        Command::Read(args) => read(args),
-        Command::Run(args) => run(args),
+        Command::Read(args) => read(*args),
+        Command::Run(args) => run(*args),
     }
 }
 
@@ -428,6 +456,57 @@ fn read(args: ReadArgs) -> Result<()> {
     Ok(())
 }
 
+/// `10.0.0.0/8`, `2001:db8::/32`, or an address alone (a host).
+fn parse_cidr(s: &str) -> Result<(std::net::IpAddr, u8)> {
+    let (ip, len) = match s.split_once('/') {
+        Some((ip, len)) => (ip, Some(len)),
+        None => (s, None),
+    };
+    let ip: std::net::IpAddr = ip
+        .parse()
+        .with_context(|| format!("--cidr {s}: not an address"))?;
+    let max = if ip.is_ipv4() { 32 } else { 128 };
+    let len = match len {
+        Some(l) => l
+            .parse::<u8>()
+            .ok()
+            .filter(|l| *l <= max)
+            .with_context(|| format!("--cidr {s}: prefix length must be 0 to {max}"))?,
+        None => max,
+    };
+    Ok((ip, len))
+}
+
+/// Interface patterns (`veth*`) as the names present now, for libpcap (which opens
+/// names, not patterns).
+fn expand_patterns(ifaces: &[String]) -> Vec<String> {
+    let present: Vec<String> = std::fs::read_dir("/sys/class/net")
+        .map(|d| {
+            let mut v: Vec<String> = d
+                .flatten()
+                .filter_map(|e| e.file_name().into_string().ok())
+                .collect();
+            v.sort();
+            v
+        })
+        .unwrap_or_default();
+    let mut out = Vec::new();
+    for i in ifaces {
+        if i.contains(['*', '?']) {
+            out.extend(
+                present
+                    .iter()
+                    .filter(|n| tapline_agent::capture::ebpf::matches(i, n))
+                    .cloned(),
+            );
+        } else {
+            out.push(i.clone());
+        }
+    }
+    out.dedup();
+    out
+}
+
 fn run(args: RunArgs) -> Result<()> {
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::{Arc, Mutex};
@@ -456,24 +535,78 @@ fn run(args: RunArgs) -> Result<()> {
     } else {
         args.ifaces.clone()
     };
+    let source = args
+        .source
+        .clone()
+        .or(cap.source.clone())
+        .unwrap_or_else(|| "pcap".to_string());
+    let ebpf_options = || -> Result<tapline_agent::capture::ebpf::EbpfOptions> {
+        use tapline_agent::capture::ebpf::{EbpfOptions, TcAttach};
+        let d = EbpfOptions::default();
+        let cidrs = args
+            .cidrs
+            .iter()
+            .chain(cap.cidrs.iter())
+            .map(|c| parse_cidr(c))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(EbpfOptions {
+            ifaces: ifaces.clone(),
+            cgroup: args.cgroup.clone().or(cap.cgroup.clone()),
+            tls: args.tls || cap.tls.unwrap_or(false),
+            snaplen: args.snaplen.or(cap.snaplen).unwrap_or(d.snaplen),
+            tls_snaplen: args
+                .tls_snaplen
+                .or(cap.tls_snaplen)
+                .unwrap_or(d.tls_snaplen),
+            ports: args.ports.iter().chain(cap.ports.iter()).copied().collect(),
+            cidrs,
+            ring_bytes: args
+                .ring_mb
+                .or(cap.ring_mb)
+                .map_or(d.ring_bytes, |m| m << 20),
+            tls_ring_bytes: d.tls_ring_bytes,
+            attach: match args.tc_attach.as_deref().or(cap.tc_attach.as_deref()) {
+                Some("tcx") => TcAttach::Tcx,
+                Some("netlink") => TcAttach::Netlink,
+                None | Some("auto") => TcAttach::Auto,
+                Some(other) => anyhow::bail!("tc_attach `{other}`: expected auto, tcx or netlink"),
+            },
+            proc: d.proc,
+        })
+    };
+    let mut capture_source = match source.as_str() {
+        "pcap" => tapline_agent::live::CaptureSource::Pcap,
+        "ebpf" | "auto" => tapline_agent::live::CaptureSource::Ebpf(ebpf_options()?),
+        other => anyhow::bail!("capture source `{other}`: expected pcap, ebpf or auto"),
+    };
+    let uses_pcap = matches!(capture_source, tapline_agent::live::CaptureSource::Pcap);
     anyhow::ensure!(
-        !ifaces.is_empty(),
+        !ifaces.is_empty() || !uses_pcap,
         "no interface to capture on: pass --iface IF (or set [capture] ifaces in --config)"
     );
+    let pcap_filter = |filter: Option<String>| -> String {
+        let ports: Vec<u16> = args.ports.iter().chain(cap.ports.iter()).copied().collect();
+        match filter {
+            Some(f) => f,
+            None if !ports.is_empty() => ports
+                .iter()
+                .map(|p| format!("tcp port {p}"))
+                .collect::<Vec<_>>()
+                .join(" or "),
+            None => String::new(),
+        }
+    };
     let workers = args.workers.or(cap.workers).unwrap_or(1).max(1);
     let mut pipeline = args.tuning.config();
     if !args.bodies && log == Some(LogKind::Http) && ship.is_none() {
         pipeline.http.body.capture_limit = 0;
     }
-    let config = LiveConfig {
-        ifaces: ifaces.clone(),
+    let mut config = LiveConfig {
+        source: capture_source.clone(),
+        ifaces: expand_patterns(&ifaces),
         options: tapline_agent::capture::live::LiveOptions {
             promisc: args.promisc || cap.promisc.unwrap_or(false),
-            filter: args
-                .filter
-                .clone()
-                .or(cap.filter.clone())
-                .unwrap_or_default(),
+            filter: pcap_filter(args.filter.clone().or(cap.filter.clone())),
             buffer_bytes: args.buffer_mb.or(cap.buffer_mb).unwrap_or(32) << 20,
             snaplen: 65_535,
         },
@@ -521,10 +654,49 @@ fn run(args: RunArgs) -> Result<()> {
         )?)),
         None => None,
     };
-    let live = Live::start(config, metrics, output, shipper.clone())?;
+    if !uses_pcap && (args.filter.is_some() || cap.filter.is_some()) {
+        anyhow::bail!(
+            "--filter (tcpdump syntax) applies to libpcap; with eBPF use --port and --cidr"
+        );
+    }
+    let live = match Live::start(
+        config.clone(),
+        metrics.clone(),
+        output.clone(),
+        shipper.clone(),
+    ) {
+        Ok(live) => live,
+        Err(e) if source == "auto" && !config.ifaces.is_empty() => {
+            eprintln!(
+                "eBPF capture unavailable ({e}); falling back to libpcap on {}",
+                config.ifaces.join(", ")
+            );
+            capture_source = tapline_agent::live::CaptureSource::Pcap;
+            config.source = capture_source.clone();
+            Live::start(config.clone(), metrics, output, shipper.clone())?
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let what = match &capture_source {
+        tapline_agent::live::CaptureSource::Pcap => {
+            format!("{} (libpcap)", config.ifaces.join(", "))
+        }
+        tapline_agent::live::CaptureSource::Ebpf(o) => {
+            let mut parts = Vec::new();
+            if !o.ifaces.is_empty() {
+                parts.push(format!("interfaces {}", o.ifaces.join(", ")));
+            }
+            if let Some(c) = &o.cgroup {
+                parts.push(format!("cgroup {}", c.display()));
+            }
+            if o.tls {
+                parts.push("OpenSSL".to_string());
+            }
+            format!("{} (eBPF)", parts.join(", "))
+        }
+    };
     eprintln!(
-        "capturing on {} ({workers} worker{})",
-        ifaces.join(", "),
+        "capturing on {what} ({workers} worker{})",
         if workers > 1 { "s" } else { "" }
     );
     while !stop.load(Ordering::Relaxed) {

@@ -2,7 +2,7 @@
 //! Sources push frames in; finished transactions come out with their connection.
 
 use crate::decode::defrag::{DefragLimits, Defragmenter};
-use crate::decode::{DecodeError, Decoded, Decoder, Micros};
+use crate::decode::{DecodeError, Decoded, Decoder, Micros, TcpSegment};
 use crate::http::{HttpConfig, HttpConnection, HttpTotals, Transaction};
 use crate::reassembly::{FlowLimits, FlowMeta, FlowTable, Side, StreamHandler};
 
@@ -114,6 +114,18 @@ impl Pipeline {
             Ok(Decoded::NotTcp) => self.stats.not_tcp += 1,
             Err(e) => self.stats.undecodable[e.index()] += 1,
         }
+        self.drain(sink);
+    }
+
+    /// Takes a TCP segment a source already decoded (the eBPF programs parse headers in
+    /// the kernel; TLS plaintext arrives as synthetic segments).
+    pub fn segment(&mut self, seg: &TcpSegment<'_>, sink: &mut impl FnMut(&FlowMeta, Transaction)) {
+        self.stats.packets += 1;
+        self.stats.bytes += seg.payload.len() as u64;
+        self.stats.tcp_segments += 1;
+        let http = self.config.http;
+        self.flows
+            .segment(seg, || HttpConnection::new(http), &mut self.pending);
         self.drain(sink);
     }
 

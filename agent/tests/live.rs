@@ -41,6 +41,34 @@ impl Drop for Agent {
 
 #[test]
 fn captures_exact_transactions_across_a_veth() {
+    capture_across_a_veth(&["--source", "pcap", "--filter", "tcp port 8080"]);
+}
+
+/// The same, with the tc programs (TCX links) filtering the port in the kernel.
+#[test]
+fn ebpf_captures_exact_transactions_across_a_veth() {
+    capture_across_a_veth(&["--source", "ebpf", "--port", "8080"]);
+}
+
+/// The same, with netlink filters on a clsact qdisc; nothing of ours is left after.
+#[test]
+fn ebpf_netlink_attach_captures_and_cleans_up() {
+    capture_across_a_veth(&[
+        "--source",
+        "ebpf",
+        "--port",
+        "8080",
+        "--tc-attach",
+        "netlink",
+    ]);
+}
+
+/// One capture at a time: the checks that nothing is left behind look at the whole
+/// machine's programs.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn capture_across_a_veth(source: &[&str]) {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     if !is_root() || !sh(&["ip", "-V"]) {
         eprintln!("\n*** live capture test SKIPPED: needs root and iproute2 ***\n");
         return;
@@ -57,16 +85,9 @@ fn captures_exact_transactions_across_a_veth() {
     let err = dir.join("agent.err");
     let agent = Agent(
         Command::new(env!("CARGO_BIN_EXE_tapline-agent"))
-            .args([
-                "run",
-                "--iface",
-                &lab.host_if,
-                "--filter",
-                "tcp port 8080",
-                "--workers",
-                "2",
-                "--out",
-            ])
+            .args(["run", "--iface", &lab.host_if])
+            .args(source)
+            .args(["--workers", "2", "--out"])
             .arg(&log)
             .stderr(std::fs::File::create(&err).unwrap())
             .spawn()
@@ -118,7 +139,43 @@ fn captures_exact_transactions_across_a_veth() {
     assert!(sh(&["kill", "-TERM", &agent.0.id().to_string()]));
     let mut agent = agent;
     let status = agent.0.wait().unwrap();
-    assert!(status.success(), "agent exit: {status}");
+    assert!(
+        status.success(),
+        "agent exit: {status}: {}",
+        std::fs::read_to_string(&err).unwrap_or_default()
+    );
+    // Nothing of ours stays attached to the interface.
+    for dir in ["ingress", "egress"] {
+        let out = Command::new("tc")
+            .args(["filter", "show", "dev", &lab.host_if, dir])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(!text.contains("tapline"), "tc filter {dir} left: {text}");
+    }
+    // Programs and links go with the process (bpftool comes with .ci/setup); the kernel
+    // frees them after an RCU grace period, so give it a moment.
+    for what in [
+        &["net", "show", "dev", &lab.host_if][..],
+        &["prog", "show"],
+        &["link", "show"],
+    ] {
+        let start = Instant::now();
+        loop {
+            let Ok(out) = Command::new("bpftool").args(what).output() else {
+                break;
+            };
+            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            if !text.contains("tapline") {
+                break;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "bpftool {what:?} still shows: {text}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
 
     let txs: Vec<Value> = std::fs::read_to_string(&log)
         .unwrap()

@@ -42,6 +42,8 @@ pub enum LiveError {
     Filter(String, String, String),
     #[error("interface {0}: {1}")]
     Other(String, String),
+    #[error(transparent)]
+    Ebpf(#[from] crate::capture::ebpf::EbpfError),
 }
 
 /// Kernel-side counters of one interface (`pcap_stats`).

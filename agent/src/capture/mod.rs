@@ -1,5 +1,7 @@
-//! Where frames come from. Offline: pcap/pcapng files and pipes. Live sources (libpcap,
-//! eBPF) arrive with their issues and feed the same [`crate::pipeline::Pipeline`].
+//! Where frames come from. Offline: pcap/pcapng files and pipes. Live: libpcap on
+//! interfaces, or the eBPF programs (interfaces, cgroups, OpenSSL). All feed the same
+//! [`crate::pipeline::Pipeline`].
 
+pub mod ebpf;
 pub mod file;
 pub mod live;
