@@ -112,7 +112,7 @@ pub enum EbpfError {
 
 fn permission_hint(permission: &bool) -> &'static str {
     if *permission {
-        " (permission denied: the agent needs CAP_BPF and CAP_PERFMON to load programs, CAP_NET_ADMIN to attach to interfaces and cgroups, and CAP_SYS_PTRACE to find libraries in other processes; see docs/capture.md)"
+        " (permission denied: the agent needs CAP_BPF and CAP_PERFMON to load programs, CAP_NET_ADMIN to attach to interfaces and cgroups, and for --tls CAP_SYS_ADMIN (uprobe events) and CAP_SYS_PTRACE (other users' processes); see docs/capture.md)"
     } else {
         ""
     }
@@ -365,7 +365,9 @@ impl EbpfCapture {
                     .map_err(|e| attach_error(name, &e))?;
                 p.load()
                     .map_err(|e| attach_error(format!("verifying {name}"), &e))?;
-                p.attach(&dir, kind, CgroupAttachMode::AllowMultiple)
+                // Through a bpf link (5.7+), which coexists with other programs on the
+                // cgroup; the kernel refuses attach flags on links, hence `Single`.
+                p.attach(&dir, kind, CgroupAttachMode::Single)
                     .map_err(|e| attach_error(format!("{name} on {}", path.display()), &e))?;
             }
         }
