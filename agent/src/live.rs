@@ -567,11 +567,11 @@ pub type SharedOutput = Arc<Mutex<Box<dyn Write + Send>>>;
 enum Payload {
     /// A link-layer frame (libpcap).
     Frame { linktype: u32 },
-    /// A TCP segment whose headers were parsed in the kernel; `buf` is its payload.
-    Segment(SegmentHead),
-    /// TLS plaintext as a synthetic segment (kept apart from the ciphertext flow of the
-    /// same connection).
-    Plaintext(SegmentHead),
+    /// TCP segments whose headers were parsed in the kernel, with the length of each
+    /// one's payload in `buf` (one after the other), and whether it is TLS plaintext
+    /// (a synthetic segment, kept apart from the ciphertext flow of its connection).
+    /// Batched: one message per many packets keeps the queues cheap.
+    Segments(Vec<(SegmentHead, u32, bool)>),
 }
 
 /// A frame or segment on its way to a worker.
@@ -825,35 +825,64 @@ struct EbpfReader {
 
 /// Records read from one ring before looking at the other and at the clock.
 const RING_BATCH: usize = 4096;
-/// A TLS connection silent this long is ended (its process likely freed it).
-const TLS_IDLE: Micros = 600_000_000;
+/// Segments per message to a worker at most, and payload bytes.
+const SEGMENT_BATCH: usize = 256;
+const SEGMENT_BATCH_BYTES: usize = 256 << 10;
 
-impl EbpfReader {
-    fn send(&self, head: SegmentHead, plaintext: bool, data: &[u8], queue_full: &Counter) {
+/// Segments gathered per worker, sent as one message.
+struct SegmentBatches {
+    pending: Vec<(Vec<(SegmentHead, u32, bool)>, Vec<u8>)>,
+    senders: Vec<Sender<FrameMsg>>,
+    pool_rx: Receiver<Vec<u8>>,
+    pool_tx: Sender<Vec<u8>>,
+    queue_full: Counter,
+}
+
+impl SegmentBatches {
+    fn push(&mut self, head: SegmentHead, plaintext: bool, data: &[u8]) {
         let shard = shard_of_pair(head.src, head.dst, self.senders.len());
-        let mut buf = self
-            .pool_rx
-            .try_recv()
-            .unwrap_or_else(|_| Vec::with_capacity(2048));
-        buf.clear();
+        let (heads, buf) = &mut self.pending[shard];
+        if heads.is_empty() && buf.capacity() == 0 {
+            *buf = self.pool_rx.try_recv().unwrap_or_default();
+            buf.clear();
+        }
+        heads.push((head, data.len() as u32, plaintext));
         buf.extend_from_slice(data);
+        if heads.len() >= SEGMENT_BATCH || buf.len() >= SEGMENT_BATCH_BYTES {
+            self.flush_one(shard);
+        }
+    }
+
+    fn flush_one(&mut self, shard: usize) {
+        let (heads, buf) = std::mem::take(&mut self.pending[shard]);
+        if heads.is_empty() {
+            self.pending[shard].1 = buf;
+            return;
+        }
+        let n = heads.len() as u64;
         let msg = FrameMsg {
-            ts: head.ts,
-            payload: if plaintext {
-                Payload::Plaintext(head)
-            } else {
-                Payload::Segment(head)
-            },
+            ts: heads[0].0.ts,
+            payload: Payload::Segments(heads),
             buf,
         };
         if let Err(TrySendError::Full(m) | TrySendError::Disconnected(m)) =
             self.senders[shard].try_send(msg)
         {
-            queue_full.inc();
+            self.queue_full.inc_by(n);
             let _ = self.pool_tx.try_send(m.buf);
         }
     }
 
+    fn flush(&mut self) {
+        for shard in 0..self.pending.len() {
+            self.flush_one(shard);
+        }
+    }
+}
+/// A TLS connection silent this long is ended (its process likely freed it).
+const TLS_IDLE: Micros = 600_000_000;
+
+impl EbpfReader {
     fn run(
         self,
         mut cap: EbpfCapture,
@@ -871,7 +900,15 @@ impl EbpfReader {
                 ])
                 .clone()
         };
-        let queue_full = drops("queue_full");
+        let mut batches = SegmentBatches {
+            pending: (0..self.senders.len())
+                .map(|_| Default::default())
+                .collect(),
+            senders: self.senders.clone(),
+            pool_rx: self.pool_rx.clone(),
+            pool_tx: self.pool_tx.clone(),
+            queue_full: drops("queue_full"),
+        };
         let ring_full = drops("ring_full");
         let tls_ring_full = drops("tls_ring_full");
         let packets_c = m.packets.get_or_create(&label("iface", "ebpf")).clone();
@@ -950,7 +987,7 @@ impl EbpfReader {
                             window: h.window,
                             len: h.payload_len,
                         };
-                        self.send(head, false, p.payload, &queue_full);
+                        batches.push(head, false, p.payload);
                     }
                     Err(_) => {
                         m.ebpf_bad_records.inc();
@@ -973,7 +1010,7 @@ impl EbpfReader {
                                             .unwrap_or(0),
                                     );
                                     streams.socket_opened(s.tgid, s.fd, ts, &mut |head, data| {
-                                        self.send(head, true, data, &queue_full)
+                                        batches.push(head, true, data)
                                     });
                                 }
                                 match (found, peer) {
@@ -1000,7 +1037,7 @@ impl EbpfReader {
                                         .or_else(|| socket_addresses(&proc, pid, fd))
                                         .or_else(|| sockets.peer(pid, fd))
                                 },
-                                &mut |head, data| self.send(head, true, data, &queue_full),
+                                &mut |head, data| batches.push(head, true, data),
                             );
                         }
                         Err(_) => {
@@ -1011,20 +1048,23 @@ impl EbpfReader {
             }
             let now = cap
                 .to_micros(u64::try_from(crate::capture::ebpf::monotonic_ns().max(0)).unwrap_or(0));
-            streams.release_due(now, &mut |head, data| {
-                self.send(head, true, data, &queue_full)
-            });
+            streams.release_due(now, &mut |head, data| batches.push(head, true, data));
             if last_refresh.elapsed() >= Duration::from_secs(2) {
                 last_refresh = Instant::now();
                 for line in cap.refresh() {
                     eprintln!("ebpf: {line}");
                 }
                 streams.expire(now, TLS_IDLE, &mut |head, data| {
-                    self.send(head, true, data, &queue_full)
+                    batches.push(head, true, data)
                 });
                 publish(&cap, &streams);
             }
+            batches.flush();
         }
+        streams.release_due(Micros::MAX, &mut |head, data| {
+            batches.push(head, true, data)
+        });
+        batches.flush();
         publish(&cap, &streams);
         cap.detach();
     }
@@ -1142,10 +1182,21 @@ impl Worker {
                     Payload::Frame { linktype } => {
                         pipeline.frame(*linktype, m.ts, &m.buf, &mut emit)
                     }
-                    Payload::Segment(h) => pipeline.segment(&h.segment(&m.buf), &mut emit),
-                    Payload::Plaintext(h) => plaintext
-                        .get_or_insert_with(|| Pipeline::new(self.config.pipeline))
-                        .segment(&h.segment(&m.buf), &mut emit),
+                    Payload::Segments(heads) => {
+                        let mut at = 0usize;
+                        for (h, len, tls) in heads {
+                            let data = m.buf.get(at..at + *len as usize).unwrap_or_default();
+                            at += *len as usize;
+                            let seg = h.segment(data);
+                            if *tls {
+                                plaintext
+                                    .get_or_insert_with(|| Pipeline::new(self.config.pipeline))
+                                    .segment(&seg, &mut emit);
+                            } else {
+                                pipeline.segment(&seg, &mut emit);
+                            }
+                        }
+                    }
                 }
                 let _ = self.pool.try_send(m.buf);
             }

@@ -60,6 +60,9 @@ enum Cmd {
         which: String,
         #[arg(long, default_value_t = 120)]
         megabytes: u64,
+        /// `live`: the capture sources to compare, side by side in one run.
+        #[arg(long, value_parser = ["pcap", "ebpf", "both"], default_value = "both")]
+        source: String,
     },
     /// Detection quality: a labelled scenario (attacks of every type and benign traps)
     /// through agent → TLS → collector; prints recall per type, precision, false alerts
@@ -121,7 +124,9 @@ fn main() -> Result<()> {
             Ok(())
         }
         Cmd::Demo => demo(),
-        Cmd::Bench { which, megabytes } if which == "events" => {
+        Cmd::Bench {
+            which, megabytes, ..
+        } if which == "events" => {
             let _ = megabytes;
             let pcap = PathBuf::from("target/traffic.pcap");
             if !pcap.exists() {
@@ -129,7 +134,13 @@ fn main() -> Result<()> {
             }
             bench_events::run(&pcap, Some(Path::new("traffic/agent.toml")))
         }
-        Cmd::Bench { which, .. } if which == "live" => bench_live::run(),
+        Cmd::Bench { which, source, .. } if which == "live" => {
+            bench_live::run(match source.as_str() {
+                "pcap" => &["pcap"],
+                "ebpf" => &["ebpf"],
+                _ => &["pcap", "ebpf"],
+            })
+        }
         Cmd::Bench { which, .. } if which == "ship" => bench_ship::run(),
         Cmd::Bench { which, .. } if which == "detect" => bench_detect::run(),
         Cmd::Bench { megabytes, .. } => bench_offline(megabytes),

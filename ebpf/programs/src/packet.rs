@@ -4,7 +4,9 @@
 
 use core::ffi::c_void;
 
-use aya_ebpf::bindings::{__sk_buff, TC_ACT_UNSPEC};
+use aya_ebpf::bindings::{
+    __sk_buff, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP, TC_ACT_UNSPEC,
+};
 use aya_ebpf::helpers::generated::{bpf_ktime_get_ns, bpf_skb_load_bytes};
 use aya_ebpf::macros::{cgroup_skb, classifier, map};
 use aya_ebpf::maps::lpm_trie::Key;
@@ -244,6 +246,9 @@ fn capture(skb: *mut __sk_buff, source: u8, l3: u32) {
     }
 }
 
+/// Bytes waiting in the ring that make a packet wake the reader.
+const WAKE_BYTES: u64 = 256 << 10;
+
 #[repr(C)]
 struct PacketSlot<const N: usize> {
     header: PacketRecord,
@@ -285,6 +290,13 @@ fn emit<const N: usize>(
     }
     // SAFETY: the reserved record is ours until submitted.
     unsafe { (*slot).header = *rec };
-    entry.submit(0);
+    // Wake the reader only once a batch is waiting (it also polls on a timer): a wake-up
+    // per packet would cost more than the packet.
+    let flags = if PACKETS.query(BPF_RB_AVAIL_DATA.into()) >= WAKE_BYTES {
+        u64::from(BPF_RB_FORCE_WAKEUP)
+    } else {
+        u64::from(BPF_RB_NO_WAKEUP)
+    };
+    entry.submit(flags);
     true
 }
