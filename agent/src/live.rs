@@ -571,8 +571,11 @@ enum Payload {
     /// one's payload in `buf` (one after the other), and whether it is TLS plaintext
     /// (a synthetic segment, kept apart from the ciphertext flow of its connection).
     /// Batched: one message per many packets keeps the queues cheap.
-    Segments(Vec<(SegmentHead, u32, bool)>),
+    Segments(SegmentList),
 }
+
+/// Segments of a batch: each one's head, payload length and whether it is plaintext.
+type SegmentList = Vec<(SegmentHead, u32, bool)>;
 
 /// A frame or segment on its way to a worker.
 struct FrameMsg {
@@ -831,7 +834,7 @@ const SEGMENT_BATCH_BYTES: usize = 256 << 10;
 
 /// Segments gathered per worker, sent as one message.
 struct SegmentBatches {
-    pending: Vec<(Vec<(SegmentHead, u32, bool)>, Vec<u8>)>,
+    pending: Vec<(SegmentList, Vec<u8>)>,
     senders: Vec<Sender<FrameMsg>>,
     pool_rx: Receiver<Vec<u8>>,
     pool_tx: Sender<Vec<u8>>,
