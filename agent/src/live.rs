@@ -238,6 +238,11 @@ impl Metrics {
             }
         }
     }
+
+    /// The capture coverage a shipping agent reports in its status.
+    pub fn coverage(&self, source: &str) -> tapline_wire::proto::Coverage {
+        crate::ship::coverage::from_metrics_text(&self.render(), source)
+    }
 }
 
 impl Default for Metrics {

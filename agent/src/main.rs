@@ -521,6 +521,10 @@ fn run(args: RunArgs) -> Result<()> {
         )?)),
         None => None,
     };
+    if let Some(s) = &shipper {
+        let m = metrics.clone();
+        s.set_coverage_source(Arc::new(move || m.coverage("pcap")));
+    }
     let live = Live::start(config, metrics, output, shipper.clone())?;
     eprintln!(
         "capturing on {} ({workers} worker{})",
