@@ -20,6 +20,7 @@ use tapline_wire::WireError;
 use tapline_wire::proto::{self, AgentStatus, ClientMessage, ServerMessage};
 
 use crate::config::CollectorConfig;
+use crate::geo::Geo;
 use crate::log;
 use crate::metrics::{Metrics, label};
 use crate::pki::{DataDir, Registry};
@@ -105,7 +106,28 @@ impl Server {
             None
         };
         let api_addr = match config.api {
-            Some(a) => Some(crate::api::serve(a, dir.database(), metrics.clone()).await?),
+            Some(a) => {
+                let (token, created) = crate::auth::ApiToken::load_or_create(&dir.api_token())
+                    .with_context(|| format!("reading {}", dir.api_token().display()))?;
+                if created {
+                    log!("wrote a new API token to {}", dir.api_token().display());
+                }
+                let geo = Geo::open(
+                    config.detect.geoip.as_deref(),
+                    config.detect.asn_db.as_deref(),
+                    &config.detect.networks,
+                )
+                .unwrap_or_else(|e| {
+                    log!("the UI places no addresses: {e}");
+                    Geo::none()
+                });
+                let options = crate::api::ApiOptions {
+                    token,
+                    config: config.clone(),
+                    geo,
+                };
+                Some(crate::api::serve(a, dir.database(), metrics.clone(), options).await?)
+            }
             None => None,
         };
         let (tx, rx) = mpsc::channel(config.store.queue.max(1));
