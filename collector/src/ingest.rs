@@ -636,7 +636,29 @@ fn store_loop(
                 Err(e) => log!("retention failed: {e}"),
             }
         }
-        let Some(job) = rx.blocking_recv() else {
+        let job = if store.derived_pending() {
+            // When traffic stops, the derived tables (the UI's endpoint inventory) are
+            // written within a few seconds anyway rather than at the next batch.
+            let deadline = Instant::now() + Duration::from_secs(5);
+            loop {
+                match rx.try_recv() {
+                    Ok(j) => break Some(j),
+                    Err(mpsc::error::TryRecvError::Disconnected) => break None,
+                    Err(mpsc::error::TryRecvError::Empty) if Instant::now() >= deadline => {
+                        if let Err(e) = store.flush_derived() {
+                            log!("writing the derived tables: {e}");
+                        }
+                        break rx.blocking_recv();
+                    }
+                    Err(mpsc::error::TryRecvError::Empty) => {
+                        std::thread::sleep(Duration::from_millis(50))
+                    }
+                }
+            }
+        } else {
+            rx.blocking_recv()
+        };
+        let Some(job) = job else {
             if let Err(e) = store.close() {
                 log!("closing the store: {e}");
             }

@@ -126,6 +126,13 @@ impl Shared {
         }
     }
 
+    pub(crate) fn reports_coverage(&self) -> bool {
+        self.coverage
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some()
+    }
+
     pub(crate) fn publish(&self, st: &SpoolStats) {
         self.metrics.pending_batches.set(st.pending_batches as i64);
         self.metrics.pending_bytes.set(st.pending_bytes as i64);

@@ -427,6 +427,11 @@ impl SqliteStore {
         Ok(())
     }
 
+    /// Whether derived-table updates wait to be written.
+    pub fn derived_pending(&self) -> bool {
+        self.derived.keys() > 0
+    }
+
     /// Opens for reading only (the query commands, while `serve` writes).
     pub fn open_read_only(path: &Path) -> Result<SqliteStore, StoreError> {
         let conn = Connection::open_with_flags(
