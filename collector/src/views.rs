@@ -17,7 +17,7 @@ use std::net::IpAddr;
 use serde::Serialize;
 
 use crate::geo::Geo;
-use crate::store::{EventQuery, EventStore, StoreError, actor_key, actor_matches};
+use crate::store::{EventQuery, EventStore, StoreError, actor_key};
 
 /// Most events one view reads.
 pub const MAX_SCAN: u64 = 200_000;
@@ -38,6 +38,114 @@ pub fn actor_term(key: &str) -> String {
         Some(sub) => format!("sub={sub}"),
         None => key.to_string(),
     }
+}
+
+/// Most successful logins followed to the session cookies they opened.
+const MAX_LOGINS_FOLLOWED: usize = 64;
+/// Most session cookies counted as one login's.
+const MAX_SESSIONS: usize = 256;
+/// How long after a login its connection is searched for the session cookie.
+const LOGIN_FOLLOW_US: i64 = 120_000_000;
+
+/// The event terms that make up the actor `key`: its own and, for a login name, the
+/// session cookies first used on a connection where it logged in successfully, which
+/// the detectors count as the login's requests too (they link them the same way).
+pub fn actor_terms(store: &dyn EventStore, key: &str) -> Result<Vec<String>, StoreError> {
+    let term = actor_term(key);
+    let mut logins: Vec<(i64, u64)> = Vec::new();
+    let mut n = 0u64;
+    store.query(
+        &EventQuery {
+            actor: Some(term.clone()),
+            ..EventQuery::default()
+        },
+        &mut |e| {
+            n += 1;
+            let login = e.actors.iter().any(|a| {
+                a.kind == tapline_wire::ActorKind::Login && actor_key(a).as_deref() == Some(&term)
+            });
+            if login && e.status.is_some_and(|s| (200..400).contains(&s)) {
+                logins.push((e.ts_us, e.flow_id));
+            }
+            n < MAX_SCAN
+        },
+    )?;
+    let mut terms = vec![term];
+    // The latest logins; each one's connection for a while after it.
+    let from = logins.len().saturating_sub(MAX_LOGINS_FOLLOWED);
+    for &(ts, flow) in &logins[from..] {
+        store.query(
+            &EventQuery {
+                since_us: Some(ts),
+                until_us: Some(ts + LOGIN_FOLLOW_US),
+                ..EventQuery::default()
+            },
+            &mut |e| {
+                if e.flow_id != flow {
+                    return true;
+                }
+                for a in &e.actors {
+                    if a.kind == tapline_wire::ActorKind::Session
+                        && let Some(k) = actor_key(a)
+                        && !terms.contains(&k)
+                        && terms.len() <= MAX_SESSIONS
+                    {
+                        terms.push(k);
+                    }
+                }
+                // The first request with a cookie tells; the rest of the window is not needed.
+                !e.actors
+                    .iter()
+                    .any(|a| a.kind == tapline_wire::ActorKind::Session)
+            },
+        )?;
+    }
+    Ok(terms)
+}
+
+/// Runs `f` on each event of any of `terms` once (an event holding two of them is seen
+/// once), until it returns false or [`MAX_SCAN`] events were read; true when cut short.
+fn scan_terms(
+    store: &dyn EventStore,
+    terms: &[String],
+    since_us: Option<i64>,
+    until_us: Option<i64>,
+    f: &mut dyn FnMut(&tapline_wire::Event),
+) -> Result<(u64, bool), StoreError> {
+    let mut seen: HashSet<(i64, u64)> = HashSet::new();
+    let mut n = 0u64;
+    let mut truncated = false;
+    for (i, term) in terms.iter().enumerate() {
+        let q = EventQuery {
+            actor: Some(term.clone()),
+            since_us,
+            until_us,
+            ..EventQuery::default()
+        };
+        store.query(&q, &mut |e| {
+            if n >= MAX_SCAN {
+                truncated = true;
+                return false;
+            }
+            // Only events that an earlier term could also have matched need the check.
+            if terms.len() > 1 {
+                let key = (e.ts_us, e.flow_id);
+                if i > 0 && seen.contains(&key) {
+                    return true;
+                }
+                if seen.len() < 4 * MAX_SCAN as usize {
+                    seen.insert(key);
+                }
+            }
+            n += 1;
+            f(&e);
+            true
+        })?;
+        if truncated {
+            break;
+        }
+    }
+    Ok((n, truncated))
 }
 
 /// Another identity seen in the same requests (a token of the same subject, the
@@ -89,8 +197,8 @@ pub struct EndpointUse {
 #[derive(Debug, Clone, Serialize)]
 pub struct ActorView {
     pub key: String,
-    /// The event query the view was read with.
-    pub term: String,
+    /// The event queries the view was read with (see [`actor_terms`]).
+    pub terms: Vec<String>,
     pub events: u64,
     /// More events matched than [`MAX_SCAN`]: the view covers the first ones.
     pub truncated: bool,
@@ -127,27 +235,14 @@ pub fn actor_view(
     since_us: Option<i64>,
     until_us: Option<i64>,
 ) -> Result<Option<ActorView>, StoreError> {
-    let term = actor_term(key);
-    let q = EventQuery {
-        actor: Some(term.clone()),
-        since_us,
-        until_us,
-        ..EventQuery::default()
-    };
-    let mut n = 0u64;
-    let mut truncated = false;
+    let terms = actor_terms(store, key)?;
     let (mut first, mut last) = (i64::MAX, i64::MIN);
     type Ident = (String, String, Option<String>, Vec<(String, String)>);
     let mut identities: HashMap<String, (Ident, (u64, i64, i64))> = HashMap::new();
     let mut addresses: HashMap<IpAddr, (u64, i64, i64)> = HashMap::new();
     let mut days: HashMap<i64, (u64, HashSet<IpAddr>)> = HashMap::new();
     let mut endpoints: HashMap<(String, String), ((u64, i64, i64), u64)> = HashMap::new();
-    store.query(&q, &mut |e| {
-        if n >= MAX_SCAN {
-            truncated = true;
-            return false;
-        }
-        n += 1;
+    let (n, truncated) = scan_terms(store, &terms, since_us, until_us, &mut |e| {
         let ts = e.ts_us;
         first = first.min(ts);
         last = last.max(ts);
@@ -186,7 +281,6 @@ pub fn actor_view(
                 slot.1 += 1;
             }
         }
-        true
     })?;
     if n == 0 {
         return Ok(None);
@@ -266,7 +360,7 @@ pub fn actor_view(
     endpoint_rows.truncate(MAX_ENDPOINTS);
     Ok(Some(ActorView {
         key: key.to_string(),
-        term,
+        terms,
         events: n,
         truncated,
         first_us: first,
@@ -328,7 +422,7 @@ pub struct ActivityPoint {
 #[derive(Debug, Clone, Serialize)]
 pub struct Activity {
     pub key: String,
-    pub term: String,
+    pub terms: Vec<String>,
     pub step: Step,
     pub step_s: i64,
     pub from_us: i64,
@@ -356,30 +450,14 @@ pub fn activity(
     let to = from + span;
     let buckets = (span / step_us) as usize;
     let hist_from = from.div_euclid(HOUR_US) * HOUR_US - BASELINE_DAYS * DAY_US;
-    let term = actor_term(key);
-    let q = EventQuery {
-        actor: Some(term.clone()),
-        since_us: Some(hist_from),
-        until_us: Some(to),
-        ..EventQuery::default()
-    };
+    let terms = actor_terms(store, key)?;
     let mut counts = vec![0u64; buckets];
     // History: requests per hour since `hist_from`.
     let hist_hours = ((from - hist_from) / HOUR_US).max(0) as usize;
     let mut history = vec![0u64; hist_hours];
     let mut first_seen: Option<i64> = None;
-    let mut n = 0u64;
-    let mut truncated = false;
-    store.query(&q, &mut |e| {
-        if n >= MAX_SCAN {
-            truncated = true;
-            return false;
-        }
-        n += 1;
+    let (_, truncated) = scan_terms(store, &terms, Some(hist_from), Some(to), &mut |e| {
         let t = e.ts_us;
-        if !e.actors.iter().any(|a| actor_matches(a, &term)) {
-            return true;
-        }
         first_seen = Some(first_seen.map_or(t, |f: i64| f.min(t)));
         if t >= from {
             let i = ((t - from) / step_us) as usize;
@@ -392,7 +470,6 @@ pub fn activity(
                 *c += 1;
             }
         }
-        true
     })?;
     // Whole days of history from the actor's first day on.
     let first_day_hour = first_seen
@@ -440,7 +517,7 @@ pub fn activity(
         .collect();
     Ok(Activity {
         key: key.to_string(),
-        term,
+        terms,
         step,
         step_s: step_us / 1_000_000,
         from_us: from,

@@ -53,6 +53,12 @@ function day(us) {
 function num(n) {
   return n === undefined || n === null ? "–" : Number(n).toLocaleString("en-US");
 }
+// Up to three significant digits: 0.196, 12, 1,234.
+function sig(x) {
+  if (typeof x !== "number" || !isFinite(x)) return String(x);
+  if (Math.abs(x) >= 100) return num(Math.round(x));
+  return String(Number(x.toPrecision(3)));
+}
 function bytes(n) {
   if (n === undefined || n === null) return "–";
   const u = ["B", "KiB", "MiB", "GiB", "TiB"];
@@ -217,7 +223,7 @@ async function alertPage(id) {
     buttons,
     h("h2", {}, "Why"),
     h("p", { class: "explanation" }, ex.summary),
-    h("p", {}, `Observed ${ex.observed} ${ex.unit} against a baseline of ${ex.baseline} ${ex.unit}, over ${ex.window}.`),
+    h("p", {}, `Observed ${sig(ex.observed)} ${ex.unit} against a baseline of ${sig(ex.baseline)} ${ex.unit}, over ${ex.window}.`),
     factors,
     h("h2", {}, "Activity around the alert ", stepSel),
     chart,
@@ -276,7 +282,8 @@ async function actorPage(key) {
       h("td", { class: "num" }, a.score.toFixed(2)), h("td", {}, statusBadge(a.status))))));
   view().replaceChildren(...parts);
   if (d.risk.length) {
-    TaplineChart.scatter(risk, d.risk, [[0.25, "low"], [0.45, "medium"], [0.7, "high"], [1.0, "critical"]]);
+    TaplineChart.scatter(risk, d.risk, [[0.25, "low"], [0.45, "medium"], [0.7, "high"], [1.0, "critical"]],
+      v ? [v.first_us, v.last_us] : null);
   } else {
     risk.replaceChildren(h("p", { class: "muted" }, "No alerts: no risk raised."));
   }
@@ -331,9 +338,10 @@ async function agentsPage() {
   }
   const rows = d.agents.map((a) => {
     const c = a.coverage;
-    const drops = c ? (c.drops.length ? c.drops.map(([k, n]) => `${k} ${num(n)}`).join(", ") : "none") : "–";
+    const lost = c ? c.drops.filter(([, n]) => n > 0) : [];
+    const drops = c ? (lost.length ? lost.map(([k, n]) => `${k} ${num(n)}`).join(", ") : "none") : "–";
     return h("tr", { dataset: { agent: a.name } },
-      h("td", {}, a.name, h("div", { class: "muted mono" }, a.address || "")),
+      h("td", { class: "nowrap" }, a.name, h("div", { class: "muted mono" }, a.address || "")),
       h("td", {}, h("span", { class: a.connected ? "state up" : "state down" }, a.connected ? "connected" : "away"),
         h("div", { class: "muted" }, `seen ${ago(a.last_seen_ago_s)} ago`)),
       h("td", {}, c ? c.source : h("span", { class: "muted", title: "this agent sends no coverage (older version, or reading files)" }, "not reported")),
@@ -343,7 +351,7 @@ async function agentsPage() {
         c ? h("div", { class: "muted" }, `${num(c.stream_gaps)} gaps`) : null),
       h("td", { class: "num" }, c ? num(c.flows) : "–"),
       h("td", { class: "num" }, c ? num(c.http_parse_errors) : "–"),
-      h("td", { class: "num" }, num(a.events), h("div", { class: "muted" }, `seq ${a.last_seq ?? "–"}`)),
+      h("td", { class: "num" }, num(a.events), h("div", { class: "muted" }, `${num(a.batches)} batches`)),
       h("td", { class: "num" }, ago(a.lag_s)),
       h("td", { class: "num" + (a.pending_batches ? " warn" : "") }, num(a.pending_batches), h("div", { class: "muted" }, bytes(a.pending_bytes))),
       h("td", { class: "num" + (a.dropped_events ? " warn" : "") }, num(a.dropped_events)));

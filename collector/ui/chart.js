@@ -139,7 +139,8 @@ const TaplineChart = (() => {
   }
 
   // points: [{ts_us, score, severity}]; thresholds: [[score, label]].
-  function scatter(container, points, thresholds) {
+  // domain: [from_us, to_us] the x axis covers at least (the actor's life).
+  function scatter(container, points, thresholds, domain) {
     const svg = svgRoot("Risk score of the actor's alerts over time");
     svg.dataset.points = String(points.length);
     if (!points.length) {
@@ -147,6 +148,7 @@ const TaplineChart = (() => {
       return svg;
     }
     let x0 = Math.min(...points.map((p) => p.ts_us)), x1 = Math.max(...points.map((p) => p.ts_us));
+    if (domain) { x0 = Math.min(x0, domain[0]); x1 = Math.max(x1, domain[1]); }
     if (x1 - x0 < 3600e6) { x0 -= 1800e6; x1 += 1800e6; }
     const padX = (x1 - x0) * 0.03;
     x0 -= padX; x1 += padX;
