@@ -289,22 +289,31 @@ async fn logout() -> Response {
 }
 
 fn error(status: StatusCode, message: String) -> Response {
-    (status, Json(serde_json::json!({ "error": message }))).into_response()
+    ApiError(status, message).into_response()
+}
+
+/// A 4xx or 5xx answer: `{"error": "what went wrong"}`.
+struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(serde_json::json!({ "error": self.1 }))).into_response()
+    }
 }
 
 /// Runs a blocking store read; store errors are 503 (the store is busy or broken,
 /// the request was fine).
 async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, Response> + Send + 'static,
-) -> Result<T, Response> {
+    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
     match tokio::task::spawn_blocking(f).await {
         Ok(r) => r,
-        Err(e) => Err(error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())),
+        Err(e) => Err(ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())),
     }
 }
 
-fn unavailable(e: impl std::fmt::Display) -> Response {
-    error(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
+fn unavailable(e: impl std::fmt::Display) -> ApiError {
+    ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
 }
 
 fn bad_query(e: axum::extract::rejection::QueryRejection) -> Response {
@@ -345,7 +354,7 @@ async fn list(
             }))
             .into_response()
         }
-        Err(r) => r,
+        Err(e) => e.into_response(),
     }
 }
 
@@ -367,7 +376,7 @@ async fn one(State(ctx): State<Ctx>, Path(id): Path<String>) -> Response {
     match res {
         Ok(Some(a)) => Json(a).into_response(),
         Ok(None) => error(StatusCode::NOT_FOUND, "no such alert".into()),
-        Err(r) => r,
+        Err(e) => e.into_response(),
     }
 }
 
@@ -412,13 +421,13 @@ async fn resolve(
             Json(serde_json::json!({ "alert": alert, "suppression": suppression })).into_response()
         }
         Ok(None) => error(StatusCode::NOT_FOUND, "no such alert".into()),
-        Err(r) => r,
+        Err(e) => e.into_response(),
     }
 }
 
-fn valid_actor_key(key: &str) -> Result<(), Response> {
+fn valid_actor_key(key: &str) -> Result<(), ApiError> {
     if key.is_empty() || key.len() > 512 || key.chars().any(char::is_control) {
-        return Err(error(StatusCode::BAD_REQUEST, "bad actor key".into()));
+        return Err(ApiError(StatusCode::BAD_REQUEST, "bad actor key".into()));
     }
     Ok(())
 }
@@ -442,8 +451,8 @@ async fn actor(
         Ok(Query(p)) => p,
         Err(e) => return bad_query(e),
     };
-    if let Err(r) = valid_actor_key(&key) {
-        return r;
+    if let Err(e) = valid_actor_key(&key) {
+        return e.into_response();
     }
     let times = (|| -> Result<_, String> {
         Ok((
@@ -522,7 +531,7 @@ async fn actor(
             }))
             .into_response()
         }
-        Err(r) => r,
+        Err(e) => e.into_response(),
     }
 }
 
@@ -544,8 +553,8 @@ async fn activity(
         Ok(Query(p)) => p,
         Err(e) => return bad_query(e),
     };
-    if let Err(r) = valid_actor_key(&key) {
-        return r;
+    if let Err(e) = valid_actor_key(&key) {
+        return e.into_response();
     }
     let Some(around) = params.around.as_deref() else {
         return error(
@@ -580,7 +589,7 @@ async fn activity(
     .await;
     match res {
         Ok(a) => Json(a).into_response(),
-        Err(r) => r,
+        Err(e) => e.into_response(),
     }
 }
 
@@ -667,7 +676,7 @@ async fn endpoints(
             }))
             .into_response()
         }
-        Err(r) => r,
+        Err(e) => e.into_response(),
     }
 }
 
@@ -698,7 +707,7 @@ async fn agents(State(ctx): State<Ctx>) -> Response {
                 .collect();
             Json(serde_json::json!({ "agents": list })).into_response()
         }
-        Err(r) => r,
+        Err(e) => e.into_response(),
     }
 }
 

@@ -217,7 +217,10 @@ fn kind_name(k: tapline_wire::ActorKind) -> String {
         .unwrap_or_default()
 }
 
-fn bump(slot: &mut (u64, i64, i64), ts: i64) {
+/// Events, first and last event time.
+type Seen = (u64, i64, i64);
+
+fn bump(slot: &mut Seen, ts: i64) {
     if slot.0 == 0 {
         *slot = (1, ts, ts);
     } else {
@@ -241,7 +244,8 @@ pub fn actor_view(
     let mut identities: HashMap<String, (Ident, (u64, i64, i64))> = HashMap::new();
     let mut addresses: HashMap<IpAddr, (u64, i64, i64)> = HashMap::new();
     let mut days: HashMap<i64, (u64, HashSet<IpAddr>)> = HashMap::new();
-    let mut endpoints: HashMap<(String, String), ((u64, i64, i64), u64)> = HashMap::new();
+    // (method, template) → seen, errors.
+    let mut endpoints: HashMap<(String, String), (Seen, u64)> = HashMap::new();
     let (n, truncated) = scan_terms(store, &terms, since_us, until_us, &mut |e| {
         let ts = e.ts_us;
         first = first.min(ts);
