@@ -152,6 +152,7 @@ pub async fn serve(
         ))
         .merge(open)
         .fallback(not_found)
+        .layer(axum::middleware::from_fn(json_errors))
         .layer(axum::middleware::from_fn(security_headers))
         .with_state(ctx);
     tokio::spawn(async move {
@@ -241,6 +242,31 @@ async fn security_headers(req: Request, next: Next) -> Response {
         header::REFERRER_POLICY,
         HeaderValue::from_static("no-referrer"),
     );
+    r
+}
+
+/// Errors axum answers by itself (a bad path, a wrong method) are JSON under `/api/` too.
+async fn json_errors(req: Request, next: Next) -> Response {
+    let api = req.uri().path().starts_with("/api/");
+    let r = next.run(req).await;
+    let status = r.status();
+    let is_json = r
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if api && (status.is_client_error() || status.is_server_error()) && !is_json {
+        let mut out = error(
+            status,
+            status.canonical_reason().unwrap_or("error").to_lowercase(),
+        );
+        for (k, v) in r.headers() {
+            if k == header::ALLOW || k == header::WWW_AUTHENTICATE {
+                out.headers_mut().insert(k.clone(), v.clone());
+            }
+        }
+        return out;
+    }
     r
 }
 

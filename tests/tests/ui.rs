@@ -246,6 +246,8 @@ fn the_ui_shows_the_attacks_charts_an_alert_and_takes_feedback_in_a_real_browser
         ("POST", "/api/alerts/nope/resolve", "not json", 400),
         ("POST", "/api/alerts/nope/resolve", "{\"fp\":true}", 422),
         ("GET", "/api/nothing-here", "", 404),
+        ("GET", "/api/alerts/x/resolve", "", 405),
+        ("GET", "/api/actors/%FF%FE", "", 400),
     ] {
         let auth = format!("Bearer {token}");
         let r = http_request(
