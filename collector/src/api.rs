@@ -288,13 +288,19 @@ async fn login_page() -> Response {
 
 async fn login(
     State(ctx): State<Ctx>,
+    headers: HeaderMap,
     form: Result<Form<LoginForm>, axum::extract::rejection::FormRejection>,
 ) -> Response {
+    // Behind a TLS proxy the cookie is marked Secure, so it never travels in clear.
+    let https = headers
+        .get("x-forwarded-proto")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("https"));
     match form {
         Ok(Form(f)) if f.token.len() <= 256 && ctx.token.is_token(&f.token) => (
             StatusCode::SEE_OTHER,
             [
-                (header::SET_COOKIE, ctx.token.session_cookie(false)),
+                (header::SET_COOKIE, ctx.token.session_cookie(https)),
                 (header::LOCATION, "/".to_string()),
             ],
         )

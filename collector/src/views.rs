@@ -546,6 +546,124 @@ fn round2(x: f64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::StoreConfig;
+    use crate::store::{IncomingBatch, SqliteStore};
+    use tapline_wire::{Actor, ActorKind, Batch, Endpoint};
+
+    fn event(ts_us: i64, sub: &str, ip: &str) -> tapline_wire::Event {
+        let ep = |ip: &str| Endpoint {
+            ip: ip.parse().unwrap(),
+            port: 80,
+        };
+        tapline_wire::Event {
+            agent: "n1".into(),
+            ts_us,
+            flow_id: ts_us as u64,
+            client: ep(ip),
+            server: ep("10.0.0.1"),
+            method: "GET".into(),
+            endpoint: "/v1/things/{thing}".into(),
+            host: None,
+            status: Some(200),
+            request_bytes: 0,
+            response_bytes: 10,
+            latency_us: None,
+            actors: vec![Actor {
+                kind: ActorKind::Jwt,
+                fingerprint: Some(ts_us as u64 % 3 + 1),
+                value: None,
+                hint: None,
+                claims: vec![("sub".into(), sub.into())],
+                verified: None,
+            }],
+            entities: vec![],
+            owners: vec![],
+            user_agent: None,
+            anomalies: vec![],
+        }
+    }
+
+    /// Eight days of 6 requests an hour from alice, then 600 in the hour after; bob
+    /// alongside. The chart holds the spike above a band learned from her history.
+    #[test]
+    fn activity_counts_the_actor_against_the_band_of_its_history() {
+        let path = std::env::temp_dir().join(format!("tapline-views-{}.db", std::process::id()));
+        for ext in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{ext}", path.display()));
+        }
+        let mut store = SqliteStore::open(&path, &StoreConfig::default()).unwrap();
+        let t0 = 1_790_000_000_000_000i64.div_euclid(DAY_US) * DAY_US;
+        let mut events = Vec::new();
+        for h in 0..8 * 24 {
+            for m in 0..6 {
+                let t = t0 + h * HOUR_US + m * 10 * MINUTE_US;
+                events.push(event(t, "alice", "192.0.2.1"));
+                events.push(event(t + 1, "bob", "192.0.2.2"));
+            }
+        }
+        let spike = t0 + 8 * DAY_US;
+        for i in 0..600 {
+            events.push(event(spike + i * 5_000_000, "alice", "198.51.100.9"));
+        }
+        for (seq, chunk) in events.chunks(2000).enumerate() {
+            let frame = tapline_wire::encode(&Batch {
+                agent: "n1".into(),
+                seq: seq as u64,
+                events: chunk.to_vec(),
+            });
+            let (batch, _) = tapline_wire::summarize(&frame).unwrap().unwrap();
+            store
+                .append(&[IncomingBatch {
+                    frame,
+                    batch,
+                    cert: "n1".into(),
+                }])
+                .unwrap();
+        }
+        let a = activity(&store, "sub:alice", spike, 24, Step::Hour).unwrap();
+        assert_eq!(a.terms, vec!["sub=alice".to_string()]);
+        assert_eq!(a.points.len(), 24);
+        assert_eq!(a.baseline_days, 7);
+        let at = a.points.iter().find(|p| p.t_us == spike).unwrap();
+        assert_eq!(at.count, 600);
+        assert!(at.high.unwrap() < 20.0, "{at:?}");
+        let before = a.points.iter().find(|p| p.t_us == spike - HOUR_US).unwrap();
+        assert_eq!(before.count, 6);
+        assert!(
+            before.low.unwrap() <= 6.0 && before.high.unwrap() >= 6.0,
+            "{before:?}"
+        );
+        assert_eq!(before.mean, Some(6.0));
+
+        let m = activity(&store, "sub:alice", spike, 2, Step::Minute).unwrap();
+        assert_eq!(m.points.len(), 120);
+        assert_eq!(
+            m.points.iter().map(|p| p.count).sum::<u64>(),
+            6 + 600 // the hour before, and the whole spike (600 in 50 min)
+        );
+
+        let mut geo = Geo::none();
+        let v = actor_view(&store, &mut geo, "sub:alice", None, None)
+            .unwrap()
+            .unwrap();
+        assert_eq!(v.events, 8 * 24 * 6 + 600);
+        assert_eq!(v.addresses.len(), 2);
+        assert_eq!(v.days.len(), 9);
+        assert_eq!(v.endpoints[0].events, v.events);
+        assert!(
+            v.identities
+                .iter()
+                .all(|i| i.claims.contains(&("sub".into(), "alice".into())))
+        );
+        assert!(
+            actor_view(&store, &mut geo, "sub:carol", None, None)
+                .unwrap()
+                .is_none()
+        );
+        for ext in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{ext}", path.display()));
+        }
+    }
 
     #[test]
     fn jwt_subjects_are_queried_by_their_claim() {
