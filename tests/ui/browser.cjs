@@ -107,6 +107,11 @@ async function main() {
     check((await page.textContent(".explanation")).length > 10, "no explanation");
     out.alert = page.url().split("#/alert/")[1];
     await shot("alert", true);
+    // Per minute around the alert: two hours, the burst inside.
+    await page.selectOption("#chart-step", "minute");
+    await page.waitForSelector('#activity-chart svg.chart[data-points="120"]');
+    out.minute_chart_nonzero = Number(await page.getAttribute("#activity-chart svg.chart", "data-nonzero"));
+    check(out.minute_chart_nonzero > 0, "the per-minute chart is empty");
     check(await page.getAttribute("#alert-status [data-status]", "data-status") === "open", "the alert is not open");
     await page.click("#false-positive");
     await page.waitForSelector('#alert-status [data-status="false_positive"]');
