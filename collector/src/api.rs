@@ -93,7 +93,8 @@ pub fn parse_time(s: &str) -> Result<i64, String> {
             .map_err(|_| format!("{s:?} is before 1970"));
     }
     if let Ok(d) = humantime::parse_duration(s) {
-        return Ok(crate::store::now_us() - d.as_micros() as i64);
+        let ago = i64::try_from(d.as_micros()).unwrap_or(i64::MAX);
+        return Ok(crate::store::now_us().saturating_sub(ago));
     }
     Err(format!(
         "{s:?} is not a time: use RFC 3339, a duration ago (2h, 7d) or Unix seconds"
@@ -595,7 +596,14 @@ async fn activity(
         );
     };
     let around = match parse_time(around) {
-        Ok(t) => t,
+        // Event times are held to 1970-2106 (as the detectors hold them).
+        Ok(t) if (0..=i64::from(u32::MAX) * 1_000_000).contains(&t) => t,
+        Ok(_) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "`around` is outside 1970-2106".into(),
+            );
+        }
         Err(e) => return error(StatusCode::BAD_REQUEST, e),
     };
     let step = match params.step.as_deref().map(crate::views::Step::parse) {

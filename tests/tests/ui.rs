@@ -248,6 +248,13 @@ fn the_ui_shows_the_attacks_charts_an_alert_and_takes_feedback_in_a_real_browser
         ("GET", "/api/nothing-here", "", 404),
         ("GET", "/api/alerts/x/resolve", "", 405),
         ("GET", "/api/actors/%FF%FE", "", 400),
+        (
+            "GET",
+            "/api/actors/x/activity?around=-9223372036854775808",
+            "",
+            400,
+        ),
+        ("GET", "/api/actors/x/activity?around=99999999999y", "", 400),
     ] {
         let auth = format!("Bearer {token}");
         let r = http_request(
@@ -262,6 +269,17 @@ fn the_ui_shows_the_attacks_charts_an_alert_and_takes_feedback_in_a_real_browser
         );
         assert_eq!(r.status, want, "{method} {path} {body}: {}", r.body);
         assert!(json(&r.body)["error"].is_string(), "{}", r.body);
+    }
+    // Hostile times are answered, never a server error.
+    for path in [
+        "/api/alerts?since=99999999999y",
+        "/api/alerts?since=-9223372036854775808",
+        "/api/actors/x?since=9223372036854775807&until=-1",
+        "/api/actors/x/activity?around=4294967295&hours=336",
+    ] {
+        let (status, body) = http_get_auth(&api, path, &token);
+        assert!((200..500).contains(&status), "{path}: {status} {body}");
+        json(&body);
     }
     // Resolve through the API: resolved, no suppression.
     let other = &spikes["alerts"][1];
