@@ -206,7 +206,7 @@ async function alertPage(id) {
     h("td", {}, f.name), h("td", { class: "num" }, `×${f.weight.toFixed(2)}`), h("td", {}, f.detail))));
   const evidence = table(["Time", "Request", "Status", "Client", "Place", "Entity", "Response"], a.evidence.map((e) => h("tr", {},
     h("td", { class: "nowrap" }, time(e.ts_us)), h("td", { class: "mono" }, `${e.method} ${e.endpoint}`),
-    h("td", {}, e.status ?? "–"), h("td", { class: "mono" }, e.client_ip), h("td", {}, e.place || "–"),
+    h("td", {}, e.status ?? "–"), h("td", { class: "mono nowrap" }, e.client_ip), h("td", {}, e.place || "–"),
     h("td", { class: "mono" }, e.entity || "–"), h("td", { class: "num" }, bytes(e.response_bytes)))), { id: "evidence" });
   view().replaceChildren(
     h("p", {}, h("a", { href: "#/alerts" }, "← Alerts")),
