@@ -105,6 +105,7 @@ pub struct Metrics {
     tls_libraries: Gauge,
     tls_connections: Counter,
     tls_unresolved: Counter,
+    tls_mirrored: Counter,
     tls_bytes: Counter,
     tls_truncated_bytes: Counter,
     tls_open: Gauge,
@@ -141,6 +142,7 @@ impl Metrics {
             tls_libraries: Gauge::default(),
             tls_connections: Counter::default(),
             tls_unresolved: Counter::default(),
+            tls_mirrored: Counter::default(),
             tls_bytes: Counter::default(),
             tls_truncated_bytes: Counter::default(),
             tls_open: Gauge::default(),
@@ -288,6 +290,11 @@ impl Metrics {
             m.tls_unresolved.clone(),
         );
         registry.register(
+            "tls_mirrored",
+            "TLS connections seen from both ends on this node, logged once",
+            m.tls_mirrored.clone(),
+        );
+        registry.register(
             "tls_bytes",
             "Plaintext bytes read and written through OpenSSL",
             m.tls_bytes.clone(),
@@ -305,88 +312,67 @@ impl Metrics {
         Metrics { registry, ..m }
     }
 
-    /// What the sensor sees and misses, for `/coverage`: capture, loss by cause,
-    /// reassembly gaps and parsing, from the same counters as `/metrics`.
+    pub fn render(&self) -> String {
+        let mut s = String::new();
+        let _ = encode(&mut s, &self.registry);
+        s
+    }
+
+    /// What the sensor sees and misses, for `/coverage`: the coverage the agent reports
+    /// to its collector, with the eBPF and TLS details beside it.
     pub fn coverage_report(&self) -> serde_json::Value {
-        // prometheus-client cannot iterate a family: read the rendered exposition.
         let text = self.render();
-        let mut by_name: std::collections::BTreeMap<String, serde_json::Value> =
-            std::collections::BTreeMap::new();
-        let mut drops = serde_json::Map::new();
-        let mut source = String::from("none");
-        for line in text.lines() {
-            if line.starts_with('#') {
-                continue;
-            }
-            let Some((name_labels, value)) = line.rsplit_once(' ') else {
+        let mut source = "none".to_string();
+        let mut sums: std::collections::BTreeMap<&str, u64> = Default::default();
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let Some((series, value)) = line.rsplit_once(' ') else {
                 continue;
             };
-            let Ok(v) = value.parse::<f64>() else {
-                continue;
-            };
-            let (name, labels) = match name_labels.split_once('{') {
-                Some((n, l)) => (n, l.trim_end_matches('}')),
-                None => (name_labels, ""),
-            };
-            let name = name
-                .trim_start_matches("tapline_")
-                .trim_end_matches("_total");
-            if name == "capture_source" && v > 0.0 {
-                if let Some(s) = labels.split('"').nth(1) {
+            let value = value.parse::<f64>().unwrap_or(0.0).max(0.0) as u64;
+            let name = series.split('{').next().unwrap_or(series);
+            if name == "tapline_capture_source" && value > 0 {
+                if let Some(s) = series.split('"').nth(1) {
                     source = s.to_string();
                 }
                 continue;
             }
-            if name == "drops" {
-                let key = labels.replace('"', "");
-                drops.insert(key, serde_json::json!(v as u64));
-                continue;
-            }
-            let entry = by_name
-                .entry(name.to_string())
-                .or_insert(serde_json::json!(0u64));
-            *entry = serde_json::json!(entry.as_u64().unwrap_or(0) + v as u64);
+            let name = name
+                .trim_start_matches("tapline_")
+                .trim_end_matches("_total");
+            *sums.entry(name).or_default() += value;
         }
-        let get = |n: &str| by_name.get(n).and_then(|v| v.as_u64()).unwrap_or(0);
-        let flows = get("flows");
+        let c = crate::ship::coverage::from_metrics_text(&text, &source);
+        let get = |n: &str| sums.get(n).copied().unwrap_or(0);
         serde_json::json!({
-            "source": source,
-            "captured": { "packets": get("packets"), "bytes": get("bytes") },
+            "source": c.source,
+            "captured": { "packets": c.packets, "bytes": c.bytes },
             "lost": {
-                "drops": drops,
+                "drops": c.drops.iter().cloned().collect::<std::collections::BTreeMap<_, _>>(),
                 "truncated": get("truncated"),
-                "stream_gaps": get("stream_gaps"),
-                "stream_gap_bytes": get("stream_gap_bytes"),
+                "stream_gaps": c.stream_gaps,
+                "stream_gap_bytes": c.stream_gap_bytes,
                 "undecodable": get("undecodable"),
             },
-            "flows": {
-                "seen": flows,
-                "midstream": get("flows_midstream"),
-            },
+            "flows": { "seen": c.flows, "midstream": get("flows_midstream") },
             "http": {
-                "transactions": get("http_transactions"),
-                "parse_errors": get("http_parse_errors"),
+                "transactions": c.http_transactions,
+                "parse_errors": c.http_parse_errors,
                 "events": get("events"),
-            },
-            "tls": {
-                "libraries": get("tls_libraries"),
-                "connections": get("tls_connections"),
-                "unresolved": get("tls_unresolved"),
-                "bytes": get("tls_bytes"),
-                "truncated_bytes": get("tls_truncated_bytes"),
             },
             "ebpf": {
                 "interfaces": get("ebpf_interfaces"),
                 "filtered": get("ebpf_filtered"),
                 "not_tcp": get("ebpf_not_tcp"),
             },
+            "tls": {
+                "libraries": get("tls_libraries"),
+                "connections": get("tls_connections"),
+                "unresolved": get("tls_unresolved"),
+                "mirrored": get("tls_mirrored"),
+                "bytes": get("tls_bytes"),
+                "truncated_bytes": get("tls_truncated_bytes"),
+            },
         })
-    }
-
-    pub fn render(&self) -> String {
-        let mut s = String::new();
-        let _ = encode(&mut s, &self.registry);
-        s
     }
 
     /// Adds what a worker's counters grew by since `last`.
@@ -420,6 +406,11 @@ impl Metrics {
                     .inc_by(v);
             }
         }
+    }
+
+    /// The capture coverage a shipping agent reports in its status.
+    pub fn coverage(&self, source: &str) -> tapline_wire::proto::Coverage {
+        crate::ship::coverage::from_metrics_text(&self.render(), source)
     }
 }
 
@@ -946,6 +937,8 @@ impl EbpfReader {
             m.tls_unresolved
                 .inc_by(t.unresolved.saturating_sub(last_tls.unresolved));
             m.tls_bytes.inc_by(t.bytes.saturating_sub(last_tls.bytes));
+            m.tls_mirrored
+                .inc_by(t.mirrored.saturating_sub(last_tls.mirrored));
             m.tls_truncated_bytes
                 .inc_by(t.truncated_bytes.saturating_sub(last_tls.truncated_bytes));
             last_tls = t;

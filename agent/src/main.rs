@@ -659,6 +659,7 @@ fn run(args: RunArgs) -> Result<()> {
             "--filter (tcpdump syntax) applies to libpcap; with eBPF use --port and --cidr"
         );
     }
+    let coverage_metrics = metrics.clone();
     let live = match Live::start(
         config.clone(),
         metrics.clone(),
@@ -695,6 +696,10 @@ fn run(args: RunArgs) -> Result<()> {
             format!("{} (eBPF)", parts.join(", "))
         }
     };
+    if let Some(s) = &shipper {
+        let name = capture_source.name();
+        s.set_coverage_source(Arc::new(move || coverage_metrics.coverage(name)));
+    }
     eprintln!(
         "capturing on {what} ({workers} worker{})",
         if workers > 1 { "s" } else { "" }

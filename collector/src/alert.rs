@@ -247,3 +247,68 @@ impl Suppression {
             && (self.endpoint.is_none() || self.endpoint.as_deref() == endpoint)
     }
 }
+
+/// An analyst's decision on an alert, as the CLI (`alerts resolve`) and the API
+/// (`POST /api/alerts/{id}/resolve`) take it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Feedback {
+    /// Not an attack: also suppress this type of alert for this actor and endpoint.
+    #[serde(default)]
+    pub false_positive: bool,
+    /// Why, kept with the suppression [default: "false positive"].
+    #[serde(default)]
+    pub reason: Option<String>,
+    /// Days the suppression lasts [default: `detect.suppress_days`].
+    #[serde(default)]
+    pub days: Option<u32>,
+}
+
+/// Longest reason kept with a suppression.
+pub const MAX_REASON: usize = 500;
+/// Longest suppression, in days.
+pub const MAX_SUPPRESS_DAYS: u32 = 3650;
+
+/// Records `feedback` on alert `id`: resolved, or false positive with the suppression
+/// it implies. `None` when no alert has that id; the alert as it now stands otherwise.
+pub fn resolve(
+    store: &mut dyn crate::store::AlertStore,
+    id: &str,
+    feedback: &Feedback,
+    default_days: u32,
+    now_us: i64,
+) -> Result<Option<(Alert, Option<Suppression>)>, crate::store::StoreError> {
+    let Some(mut alert) = store.alert(id)? else {
+        return Ok(None);
+    };
+    let days = feedback.days.unwrap_or(default_days).min(MAX_SUPPRESS_DAYS);
+    let reason: String = feedback
+        .reason
+        .as_deref()
+        .map(str::trim)
+        .filter(|r| !r.is_empty())
+        .unwrap_or("false positive")
+        .chars()
+        .take(MAX_REASON)
+        .collect();
+    let suppression = feedback.false_positive.then(|| Suppression {
+        id: 0,
+        kind: alert.kind,
+        actor_id: alert.actor_id.clone(),
+        endpoint: alert.endpoint.clone(),
+        created_us: now_us,
+        expires_us: now_us + i64::from(days) * 86_400_000_000,
+        alert_id: alert.id.clone(),
+        reason,
+    });
+    let status = if feedback.false_positive {
+        AlertStatus::FalsePositive
+    } else {
+        AlertStatus::Resolved
+    };
+    if !store.set_status(id, status, suppression.as_ref())? {
+        return Ok(None);
+    }
+    alert.status = status;
+    Ok(Some((alert, suppression)))
+}

@@ -15,9 +15,12 @@ pub struct CollectorConfig {
     pub advertise: Vec<String>,
     /// Prometheus endpoint (`/metrics`), off when absent.
     pub metrics: Option<SocketAddr>,
-    /// The HTTP API (`/api/alerts`, and `/metrics` too), off when absent. Plain HTTP:
-    /// bind it to a private address or put it behind a proxy that authenticates.
+    /// The web UI and HTTP API (and `/metrics` too), off when absent. They need the
+    /// token in `DATA/api_token`. Plain HTTP: keep it on localhost or put a TLS proxy in
+    /// front.
     pub api: Option<SocketAddr>,
+    /// Serve `/metrics` on the API address without the token (for Prometheus).
+    pub api_open_metrics: bool,
     pub limits: Limits,
     pub store: StoreConfig,
     pub detect: DetectConfig,
@@ -72,6 +75,7 @@ impl Default for CollectorConfig {
             advertise: vec!["127.0.0.1:4780".into()],
             metrics: None,
             api: None,
+            api_open_metrics: true,
             limits: Limits::default(),
             store: StoreConfig::default(),
             detect: DetectConfig::default(),

@@ -20,6 +20,7 @@ use tapline_wire::WireError;
 use tapline_wire::proto::{self, AgentStatus, ClientMessage, ServerMessage};
 
 use crate::config::CollectorConfig;
+use crate::geo::Geo;
 use crate::log;
 use crate::metrics::{Metrics, label};
 use crate::pki::{DataDir, Registry};
@@ -105,7 +106,28 @@ impl Server {
             None
         };
         let api_addr = match config.api {
-            Some(a) => Some(crate::api::serve(a, dir.database(), metrics.clone()).await?),
+            Some(a) => {
+                let (token, created) = crate::auth::ApiToken::load_or_create(&dir.api_token())
+                    .with_context(|| format!("reading {}", dir.api_token().display()))?;
+                if created {
+                    log!("wrote a new API token to {}", dir.api_token().display());
+                }
+                let geo = Geo::open(
+                    config.detect.geoip.as_deref(),
+                    config.detect.asn_db.as_deref(),
+                    &config.detect.networks,
+                )
+                .unwrap_or_else(|e| {
+                    log!("the UI places no addresses: {e}");
+                    Geo::none()
+                });
+                let options = crate::api::ApiOptions {
+                    token,
+                    config: config.clone(),
+                    geo,
+                };
+                Some(crate::api::serve(a, dir.database(), metrics.clone(), options).await?)
+            }
             None => None,
         };
         let (tx, rx) = mpsc::channel(config.store.queue.max(1));
@@ -614,7 +636,29 @@ fn store_loop(
                 Err(e) => log!("retention failed: {e}"),
             }
         }
-        let Some(job) = rx.blocking_recv() else {
+        let job = if store.derived_pending() {
+            // When traffic stops, the derived tables (the UI's endpoint inventory) are
+            // written within a few seconds anyway rather than at the next batch.
+            let deadline = Instant::now() + Duration::from_secs(5);
+            loop {
+                match rx.try_recv() {
+                    Ok(j) => break Some(j),
+                    Err(mpsc::error::TryRecvError::Disconnected) => break None,
+                    Err(mpsc::error::TryRecvError::Empty) if Instant::now() >= deadline => {
+                        if let Err(e) = store.flush_derived() {
+                            log!("writing the derived tables: {e}");
+                        }
+                        break rx.blocking_recv();
+                    }
+                    Err(mpsc::error::TryRecvError::Empty) => {
+                        std::thread::sleep(Duration::from_millis(50))
+                    }
+                }
+            }
+        } else {
+            rx.blocking_recv()
+        };
+        let Some(job) = job else {
             if let Err(e) = store.close() {
                 log!("closing the store: {e}");
             }

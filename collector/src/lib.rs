@@ -7,6 +7,7 @@
 
 pub mod alert;
 pub mod api;
+pub mod auth;
 pub mod baseline;
 pub mod config;
 pub mod detect;
@@ -17,6 +18,8 @@ pub mod metrics;
 pub mod pki;
 pub mod score;
 pub mod store;
+pub mod ui;
+pub mod views;
 
 /// A log line on standard error, with its time.
 #[macro_export]

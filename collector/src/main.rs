@@ -43,6 +43,9 @@ enum Command {
     /// Run the detectors over stored events now (with `serve` stopped): those not read
     /// yet, or all of them again with --reset (after changing `[detect]`).
     Detect(DetectArgs),
+    /// Print the token of the web UI and the HTTP API (`DATA/api_token`), with how to
+    /// use it.
+    Token(TokenArgs),
     /// Print the fingerprint events carry for a secret (an API key, a token, a cookie),
     /// to look for a leaked one with `events --actor` or `alerts --actor`.
     Fingerprint(FingerprintArgs),
@@ -108,6 +111,12 @@ struct DetectArgs {
     geoip: Option<PathBuf>,
     #[arg(long)]
     asn_db: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct TokenArgs {
+    #[arg(long)]
+    data: PathBuf,
 }
 
 #[derive(Args)]
@@ -181,8 +190,9 @@ struct ServeArgs {
     /// Override the configured metrics address.
     #[arg(long)]
     metrics: Option<std::net::SocketAddr>,
-    /// Serve the HTTP API (`/api/alerts`, `/metrics`) on this address.
-    #[arg(long)]
+    /// Serve the web UI and the HTTP API (`/`, `/api/...`, `/metrics`) on this address;
+    /// a port alone means 127.0.0.1:PORT. They need the token of `DATA/api_token`.
+    #[arg(long, value_parser = parse_api_addr)]
     api: Option<std::net::SocketAddr>,
     /// A MaxMind-format city database (GeoLite2 City) for the detectors.
     #[arg(long)]
@@ -284,6 +294,29 @@ fn main() -> Result<()> {
             );
             Ok(())
         }
+        Command::Token(a) => {
+            let dir = DataDir::new(&a.data);
+            dir.ensure_initialized()?;
+            let (token, created) =
+                tapline_collector::auth::ApiToken::load_or_create(&dir.api_token())
+                    .with_context(|| format!("reading {}", dir.api_token().display()))?;
+            if created {
+                eprintln!("wrote a new token to {}", dir.api_token().display());
+            }
+            drop(token);
+            let text = std::fs::read_to_string(dir.api_token())?;
+            println!("{}", text.trim());
+            let config = CollectorConfig::load(&dir.config())?;
+            match config.api {
+                Some(addr) => eprintln!(
+                    "open http://{addr}/ and paste it, or: curl -H 'Authorization: Bearer TOKEN' http://{addr}/api/alerts"
+                ),
+                None => eprintln!(
+                    "start `tapline-collector serve --api 127.0.0.1:9110` and open http://127.0.0.1:9110/"
+                ),
+            }
+            Ok(())
+        }
         Command::Fingerprint(a) => {
             let key = match &a.key {
                 Some(k) => k.clone(),
@@ -305,7 +338,6 @@ fn main() -> Result<()> {
 }
 
 fn alerts(a: AlertsArgs) -> Result<()> {
-    use tapline_collector::alert::{AlertStatus, Suppression};
     use tapline_collector::store::{AlertStore, SqliteAlerts};
     let Some(data) = a.data.clone() else {
         bail!("--data DIR is required");
@@ -332,34 +364,27 @@ fn alerts(a: AlertsArgs) -> Result<()> {
             reason,
             days,
         }) => {
-            let alert = store
-                .alert(&id)?
-                .with_context(|| format!("no alert {id}"))?;
             let config = CollectorConfig::load(&dir.config())?;
-            let now = tapline_collector::store::now_us();
-            let days = days.unwrap_or(config.detect.suppress_days);
-            let suppression = false_positive.then(|| Suppression {
-                id: 0,
-                kind: alert.kind,
-                actor_id: alert.actor_id.clone(),
-                endpoint: alert.endpoint.clone(),
-                created_us: now,
-                expires_us: now + i64::from(days) * 86_400_000_000,
-                alert_id: alert.id.clone(),
-                reason: reason.unwrap_or_else(|| "false positive".into()),
-            });
-            let status = if false_positive {
-                AlertStatus::FalsePositive
-            } else {
-                AlertStatus::Resolved
+            let feedback = tapline_collector::alert::Feedback {
+                false_positive,
+                reason,
+                days,
             };
-            store.set_status(&id, status, suppression.as_ref())?;
+            let (_, suppression) = tapline_collector::alert::resolve(
+                &mut store,
+                &id,
+                &feedback,
+                config.detect.suppress_days,
+                tapline_collector::store::now_us(),
+            )?
+            .with_context(|| format!("no alert {id}"))?;
             match suppression {
                 Some(s) => eprintln!(
-                    "alert {id} marked false positive; {} alerts on actor {} at {} are suppressed for {days} days",
+                    "alert {id} marked false positive; {} alerts on actor {} at {} are suppressed for {} days",
                     s.kind.name(),
                     s.actor_id,
-                    s.endpoint.as_deref().unwrap_or("any endpoint")
+                    s.endpoint.as_deref().unwrap_or("any endpoint"),
+                    (s.expires_us - s.created_us) / 86_400_000_000
                 ),
                 None => eprintln!("alert {id} resolved"),
             }
@@ -439,9 +464,11 @@ fn init(a: InitArgs) -> Result<()> {
         },
     )?;
     eprintln!(
-        "initialized {}: enroll agents with `tapline-collector enroll --data {} --name NODE --out NODE.bundle`",
+        "initialized {}: enroll agents with `tapline-collector enroll --data {} --name NODE --out NODE.bundle`; \
+         the web UI's token is in {}",
         a.data.display(),
-        a.data.display()
+        a.data.display(),
+        dir.api_token().display()
     );
     Ok(())
 }
@@ -481,7 +508,10 @@ fn serve(a: ServeArgs) -> Result<()> {
                 .unwrap_or_default()
                 + &server
                     .api_addr
-                    .map(|m| format!(", API on http://{m}/api/alerts"))
+                    .map(|m| format!(
+                        ", UI and API on http://{m}/ (token: `tapline-collector token --data {}`)",
+                        a.data.display()
+                    ))
                     .unwrap_or_default()
         );
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
@@ -493,6 +523,15 @@ fn serve(a: ServeArgs) -> Result<()> {
         server.shutdown().await;
         Ok(())
     })
+}
+
+/// `PORT` (on localhost) or `ADDRESS:PORT`.
+fn parse_api_addr(s: &str) -> std::result::Result<std::net::SocketAddr, String> {
+    if let Ok(port) = s.parse::<u16>() {
+        return Ok(std::net::SocketAddr::from(([127, 0, 0, 1], port)));
+    }
+    s.parse()
+        .map_err(|_| format!("{s:?} is not PORT or ADDRESS:PORT (127.0.0.1:9110)"))
 }
 
 fn parse_time(s: &str) -> Result<i64> {

@@ -84,6 +84,10 @@ impl DataDir {
     pub fn database(&self) -> PathBuf {
         self.root.join("tapline.db")
     }
+    /// The token of the web UI and the HTTP API (readable by its owner only).
+    pub fn api_token(&self) -> PathBuf {
+        self.root.join("api_token")
+    }
 
     pub fn ensure_initialized(&self) -> Result<()> {
         if self.ca_cert().exists() && self.config().exists() {
@@ -160,6 +164,8 @@ pub fn init(dir: &DataDir, opts: &InitOptions) -> Result<()> {
         true,
     )?;
     write_file(&dir.config(), opts.config.to_toml().as_bytes(), false)?;
+    crate::auth::ApiToken::create(&dir.api_token())
+        .map_err(|e| PkiError::Io(dir.api_token(), e))?;
     Registry::default().save(&dir.registry())?;
     Ok(())
 }

@@ -194,6 +194,14 @@ impl Collector {
     pub fn database(&self) -> PathBuf {
         self.data.join("tapline.db")
     }
+
+    /// The web UI's and API's token, as `init` wrote it.
+    pub fn api_token(&self) -> String {
+        std::fs::read_to_string(self.data.join("api_token"))
+            .expect("init writes DATA/api_token")
+            .trim()
+            .to_string()
+    }
 }
 
 impl Drop for Collector {
@@ -226,24 +234,92 @@ impl Drop for Reaped {
 
 /// A plain HTTP/1.1 GET on loopback: status and body.
 pub fn http_get(addr: &str, path: &str) -> (u16, String) {
+    let r = http_request(addr, "GET", path, &[], "");
+    (r.status, r.body)
+}
+
+/// A GET with the API token (`Authorization: Bearer`).
+pub fn http_get_auth(addr: &str, path: &str, token: &str) -> (u16, String) {
+    let auth = format!("Bearer {token}");
+    let r = http_request(addr, "GET", path, &[("Authorization", &auth)], "");
+    (r.status, r.body)
+}
+
+/// What an HTTP request got back.
+#[derive(Debug)]
+pub struct HttpResponse {
+    pub status: u16,
+    /// Header lines as sent (`Name: value`).
+    pub head: String,
+    pub body: String,
+}
+
+impl HttpResponse {
+    /// The value of a header (first of that name, any case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.head.lines().find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case(name).then(|| v.trim())
+        })
+    }
+}
+
+/// A plain HTTP/1.1 request on loopback, the body sent with its length.
+pub fn http_request(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> HttpResponse {
     use std::io::Write;
     let mut s = TcpStream::connect(addr).expect("connects");
-    s.set_read_timeout(Some(Duration::from_secs(10))).ok();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .expect("sends");
-    let mut out = String::new();
-    let _ = s.read_to_string(&mut out);
+    s.set_read_timeout(Some(Duration::from_secs(30))).ok();
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    req.push_str(body);
+    s.write_all(req.as_bytes()).expect("sends");
+    let mut raw = Vec::new();
+    let _ = s.read_to_end(&mut raw);
+    let out = String::from_utf8_lossy(&raw).into_owned();
     let status = out
         .split(' ')
         .nth(1)
         .and_then(|c| c.parse().ok())
         .unwrap_or(0);
-    let body = out
+    let (head, body) = out
         .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
+        .map(|(h, b)| (h.to_string(), b.to_string()))
         .unwrap_or_default();
-    (status, body)
+    // Chunked answers (axum's for streamed bodies): joined back together.
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        dechunk(&body)
+    } else {
+        body
+    };
+    HttpResponse { status, head, body }
+}
+
+fn dechunk(mut s: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = s.split_once("\r\n") {
+        let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
+            break;
+        };
+        if n == 0 || rest.len() < n {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        s = rest[n..].trim_start_matches("\r\n");
+    }
+    out
 }

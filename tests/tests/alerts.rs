@@ -9,7 +9,9 @@ use std::process::Command;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use tapline_e2e::{Collector, Scratch, bin, free_port, http_get, run_ok};
+use tapline_e2e::{
+    Collector, Scratch, bin, free_port, http_get, http_get_auth, http_request, run_ok,
+};
 
 /// A webhook receiver: answers 200 to every POST and passes the bodies on.
 fn webhook() -> (String, mpsc::Receiver<String>) {
@@ -125,8 +127,37 @@ fn alerts_reach_the_api_the_cli_the_export_and_the_webhook_and_feedback_suppress
         std::thread::sleep(Duration::from_millis(200));
     }
 
+    // The API needs the token `init` wrote: none, a wrong one, or a cookie that is not a
+    // session are 401 (and the UI sends a browser to its login page); `/metrics` is open.
+    let token = c.api_token();
+    assert!(token.starts_with("tpl_"), "{token}");
+    for (path, headers) in [
+        ("/api/alerts", vec![]),
+        ("/api/alerts", vec![("Authorization", "Bearer tpl_wrong")]),
+        ("/api/alerts", vec![("Authorization", "Basic dGFwbGluZQ==")]),
+        ("/api/agents", vec![("Cookie", "tapline_session=forged")]),
+        ("/api/endpoints", vec![]),
+        ("/api/actors/sub:alice", vec![]),
+    ] {
+        let r = http_request(&api, "GET", path, &headers, "");
+        assert_eq!(r.status, 401, "{path} {headers:?}: {}", r.body);
+        assert!(r.header("www-authenticate").is_some());
+        assert!(serde_json::from_str::<serde_json::Value>(&r.body).unwrap()["error"].is_string());
+    }
+    let r = http_request(
+        &api,
+        "POST",
+        "/api/alerts/x/resolve",
+        &[("Content-Type", "application/json")],
+        "{\"false_positive\":true}",
+    );
+    assert_eq!(r.status, 401);
+    let r = http_request(&api, "GET", "/", &[], "");
+    assert_eq!((r.status, r.header("location")), (303, Some("/login")));
+    assert_eq!(http_get(&api, "/metrics").0, 200);
+
     // The API: a page, the next page, one alert, bad input.
-    let (status, body) = http_get(&api, "/api/alerts?limit=5&severity=low");
+    let (status, body) = http_get_auth(&api, "/api/alerts?limit=5&severity=low", &token);
     assert_eq!(status, 200, "{body}");
     let page: serde_json::Value = serde_json::from_str(&body).unwrap();
     let total = page["total"].as_u64().unwrap();
@@ -155,19 +186,22 @@ fn alerts_reach_the_api_the_cli_the_export_and_the_webhook_and_feedback_suppress
             .unwrap()
             .is_empty()
     );
-    let (_, body2) = http_get(&api, "/api/alerts?limit=5&offset=5&severity=low");
+    let (_, body2) = http_get_auth(&api, "/api/alerts?limit=5&offset=5&severity=low", &token);
     let page2: serde_json::Value = serde_json::from_str(&body2).unwrap();
     assert_ne!(page2["alerts"][0]["id"], first["id"]);
     let id = first["id"].as_str().unwrap();
-    let (status, one) = http_get(&api, &format!("/api/alerts/{id}"));
+    let (status, one) = http_get_auth(&api, &format!("/api/alerts/{id}"), &token);
     assert_eq!(status, 200);
     assert_eq!(
         serde_json::from_str::<serde_json::Value>(&one).unwrap()["id"],
         id
     );
-    assert_eq!(http_get(&api, "/api/alerts/0000").0, 404);
-    assert_eq!(http_get(&api, "/api/alerts?severity=loud").0, 400);
-    let (_, travel) = http_get(&api, "/api/alerts?type=impossible_travel");
+    assert_eq!(http_get_auth(&api, "/api/alerts/0000", &token).0, 404);
+    assert_eq!(
+        http_get_auth(&api, "/api/alerts?severity=loud", &token).0,
+        400
+    );
+    let (_, travel) = http_get_auth(&api, "/api/alerts?type=impossible_travel", &token);
     let travel: serde_json::Value = serde_json::from_str(&travel).unwrap();
     assert!(
         travel["alerts"]

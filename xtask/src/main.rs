@@ -82,6 +82,12 @@ enum Cmd {
         #[arg(long)]
         rescore: bool,
     },
+    /// Screenshots of every page of the collector's web UI (docs/ui/*.png): runs the
+    /// browser test (tests/tests/ui.rs) with Debian's chromium and keeps its pictures.
+    Screenshots {
+        #[arg(long, default_value = "docs/ui")]
+        out: PathBuf,
+    },
     /// Fill `fuzz/corpus/<target>/` with the committed seeds and inputs derived from
     /// every capture of `../shared/corpus`, for `cargo fuzz run <target>`.
     FuzzSeeds {
@@ -145,6 +151,7 @@ fn main() -> Result<()> {
         Cmd::Bench { which, .. } if which == "detect" => bench_detect::run(),
         Cmd::Bench { megabytes, .. } => bench_offline(megabytes),
         Cmd::FuzzSeeds { corpus } => fuzz_seeds(&corpus),
+        Cmd::Screenshots { out } => screenshots(&out),
         Cmd::Eval {
             seed,
             days,
@@ -376,6 +383,47 @@ fn gen_pcap(out: &Path, target: u64, seed: u64) -> Result<(u64, u64)> {
     }
     w.w.flush()?;
     Ok((txs, w.bytes))
+}
+
+/// The pages the browser test photographs.
+const UI_PAGES: [&str; 6] = ["login", "alerts", "alert", "actor", "endpoints", "agents"];
+
+fn screenshots(out: &std::path::Path) -> Result<()> {
+    std::fs::create_dir_all(out)?;
+    let out = out.canonicalize()?;
+    for page in UI_PAGES {
+        let _ = std::fs::remove_file(out.join(format!("{page}.png")));
+    }
+    // The test drives the debug binaries next to it: build them first.
+    let st = Command::new(env!("CARGO"))
+        .args(["build", "--bins"])
+        .status()?;
+    if !st.success() {
+        bail!("cargo build failed");
+    }
+    let st = Command::new(env!("CARGO"))
+        .args([
+            "test",
+            "-p",
+            "tapline-e2e",
+            "--test",
+            "ui",
+            "--",
+            "--nocapture",
+        ])
+        .env("TAPLINE_SCREENSHOTS", &out)
+        .status()?;
+    if !st.success() {
+        bail!("the browser test failed (chromium and playwright-core come from `bash .ci/setup`)");
+    }
+    for page in UI_PAGES {
+        let p = out.join(format!("{page}.png"));
+        if !p.exists() {
+            bail!("{} was not written", p.display());
+        }
+        println!("wrote {}", p.display());
+    }
+    Ok(())
 }
 
 pub(crate) fn cargo_build() -> Result<()> {

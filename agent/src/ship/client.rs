@@ -64,8 +64,9 @@ pub(crate) fn run(
     let mut which = 0usize;
     let mut last_error: Option<(String, Instant)> = None;
     while !shared.stop.load(Ordering::Relaxed) {
-        if shared.spool().is_empty() {
-            // Nothing to send: connect when there is.
+        if shared.spool().is_empty() && !shared.reports_coverage() {
+            // Nothing to send: connect when there is. A capturing agent connects anyway,
+            // so the collector hears about its coverage while the network is quiet.
             let spool = shared.spool();
             let _ = shared
                 .changed

@@ -9,6 +9,7 @@
 //! and jitter and resends everything not acked.
 
 pub mod client;
+pub mod coverage;
 pub mod spool;
 
 use std::path::PathBuf;
@@ -94,7 +95,12 @@ pub(crate) struct Shared {
     pub(crate) events_acked: AtomicU64,
     pub(crate) duplicates: AtomicU64,
     pub(crate) bytes_queued: AtomicU64,
+    /// Where the status's capture coverage comes from (`run`); none for `read`.
+    pub(crate) coverage: Mutex<Option<CoverageSource>>,
 }
+
+/// A snapshot of the capture's coverage, taken each time a status is sent.
+pub type CoverageSource = Arc<dyn Fn() -> tapline_wire::proto::Coverage + Send + Sync>;
 
 impl Shared {
     pub(crate) fn spool(&self) -> std::sync::MutexGuard<'_, Spool> {
@@ -111,7 +117,20 @@ impl Shared {
             pending_bytes: st.pending_bytes,
             dropped_batches: st.dropped_batches,
             dropped_events: st.dropped_events,
+            coverage: self
+                .coverage
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .as_ref()
+                .map(|f| f()),
         }
+    }
+
+    pub(crate) fn reports_coverage(&self) -> bool {
+        self.coverage
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some()
     }
 
     pub(crate) fn publish(&self, st: &SpoolStats) {
@@ -208,6 +227,7 @@ impl Shipper {
             events_acked: AtomicU64::new(0),
             duplicates: AtomicU64::new(0),
             bytes_queued: AtomicU64::new(0),
+            coverage: Mutex::new(None),
         });
         shared.publish(&st);
         let sender = {
@@ -224,6 +244,15 @@ impl Shipper {
             sender: Some(sender),
             last_drop_log: Mutex::new((Instant::now() - Duration::from_secs(60), 0)),
         })
+    }
+
+    /// Reports capture coverage in every status from now on (status version 2).
+    pub fn set_coverage_source(&self, source: CoverageSource) {
+        *self
+            .shared
+            .coverage
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(source);
     }
 
     /// Numbers, encodes and spools one batch of events (dropped and counted when the

@@ -120,7 +120,8 @@ impl AlertStore for SqliteAlerts {
             args.push(t.name().to_string().into());
         }
         if let Some(a) = &q.actor_id {
-            sql.push_str(" AND actor_id = ?");
+            sql.push_str(" AND (actor_id = ? OR json_extract(body, '$.actor.key') = ?)");
+            args.push(a.clone().into());
             args.push(a.clone().into());
         }
         if let Some(s) = q.status {

@@ -99,6 +99,55 @@ pub struct AgentRow {
     pub pending_bytes: u64,
     pub dropped_batches: u64,
     pub dropped_events: u64,
+    /// Capture coverage as the agent last reported it (agents sending status version 2).
+    pub coverage: Option<tapline_wire::proto::Coverage>,
+    /// When that coverage was reported (wall clock, microseconds).
+    pub coverage_us: Option<i64>,
+}
+
+/// One endpoint of the inventory: a template and method, and its traffic.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct EndpointRow {
+    pub method: String,
+    pub template: String,
+    /// Event times of its first and last request (microseconds).
+    pub first_us: i64,
+    pub last_us: i64,
+    pub events: u64,
+}
+
+/// How the inventory is sorted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum EndpointOrder {
+    /// Busiest first.
+    #[default]
+    Events,
+    /// Newest first: what appeared lately.
+    FirstSeen,
+    Template,
+}
+
+/// Which endpoints an inventory page wants.
+#[derive(Debug, Clone)]
+pub struct EndpointQuery {
+    pub method: Option<String>,
+    /// Part of the template, any case.
+    pub contains: Option<String>,
+    pub order: EndpointOrder,
+    pub limit: usize,
+    pub offset: usize,
+}
+
+impl Default for EndpointQuery {
+    fn default() -> Self {
+        EndpointQuery {
+            method: None,
+            contains: None,
+            order: EndpointOrder::default(),
+            limit: 100,
+            offset: 0,
+        }
+    }
 }
 
 /// What retention removed.
@@ -120,6 +169,9 @@ pub trait EventStore: Send {
     /// How many events match `q`.
     fn count(&self, q: &EventQuery) -> Result<u64, StoreError>;
     fn agents(&self) -> Result<Vec<AgentRow>, StoreError>;
+    /// The endpoint inventory (as of the last write of the derived tables, every few
+    /// seconds), one page, and how many endpoints match in all.
+    fn endpoints(&self, q: &EndpointQuery) -> Result<(Vec<EndpointRow>, u64), StoreError>;
     /// Drops events past the retention and, oldest day first, past the size bound.
     fn prune(&mut self, now_us: i64) -> Result<Pruned, StoreError>;
     /// Writes what is held in memory (derived tables) before the process ends.
@@ -133,6 +185,8 @@ pub struct AlertQuery {
     pub since_us: Option<i64>,
     pub min_severity: Option<Severity>,
     pub kind: Option<AlertType>,
+    /// The actor's id, or the key alerts show for it (`actor.key`: a fingerprint,
+    /// `sub:alice`, an address).
     pub actor_id: Option<String>,
     pub status: Option<AlertStatus>,
     pub limit: usize,

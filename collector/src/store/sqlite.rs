@@ -17,8 +17,8 @@ use rusqlite::{Connection, OptionalExtension, params};
 use tapline_wire::{Event, Seen, Summary};
 
 use super::{
-    AgentRow, AgentSeen, DAY_US, EventQuery, EventStore, IncomingBatch, Outcome, Pruned,
-    StoreError, actor_matches, endpoint_matches, now_us,
+    AgentRow, AgentSeen, DAY_US, EndpointOrder, EndpointQuery, EndpointRow, EventQuery, EventStore,
+    IncomingBatch, Outcome, Pruned, StoreError, actor_matches, endpoint_matches, now_us,
 };
 
 /// How often the derived tables are written, and how many keys they may gather first.
@@ -127,6 +127,9 @@ const MIGRATIONS: &[&str] = &[
         saved_us INTEGER NOT NULL,
         state BLOB NOT NULL
     );",
+    // 3: agents' capture coverage (status version 2), as JSON, and when it was said.
+    "ALTER TABLE agents ADD COLUMN coverage TEXT;
+    ALTER TABLE agents ADD COLUMN coverage_us INTEGER;",
 ];
 
 pub struct SqliteStore {
@@ -424,6 +427,11 @@ impl SqliteStore {
         Ok(())
     }
 
+    /// Whether derived-table updates wait to be written.
+    pub fn derived_pending(&self) -> bool {
+        self.derived.keys() > 0
+    }
+
     /// Opens for reading only (the query commands, while `serve` writes).
     pub fn open_read_only(path: &Path) -> Result<SqliteStore, StoreError> {
         let conn = Connection::open_with_flags(
@@ -600,15 +608,20 @@ impl EventStore for SqliteStore {
     fn agent_status(&mut self, seen: &AgentSeen, connected: bool) -> Result<(), StoreError> {
         let s = &seen.status;
         let now = now_us();
+        let coverage = s
+            .coverage
+            .as_ref()
+            .and_then(|c| serde_json::to_string(c).ok());
         self.conn.execute(
             "INSERT INTO agents(name, cert, address, software, connected, first_seen, last_seen,
-                pending_batches, pending_bytes, dropped_batches, dropped_events)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?7, ?8, ?9, ?10)
+                pending_batches, pending_bytes, dropped_batches, dropped_events, coverage, coverage_us)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
              ON CONFLICT(name) DO UPDATE SET cert = excluded.cert, address = excluded.address,
                 software = excluded.software, connected = excluded.connected,
                 last_seen = excluded.last_seen, pending_batches = excluded.pending_batches,
                 pending_bytes = excluded.pending_bytes, dropped_batches = excluded.dropped_batches,
-                dropped_events = excluded.dropped_events",
+                dropped_events = excluded.dropped_events, coverage = excluded.coverage,
+                coverage_us = excluded.coverage_us",
             params![
                 s.agent,
                 seen.cert,
@@ -619,7 +632,9 @@ impl EventStore for SqliteStore {
                 s.pending_batches as i64,
                 s.pending_bytes as i64,
                 s.dropped_batches as i64,
-                s.dropped_events as i64
+                s.dropped_events as i64,
+                coverage,
+                s.coverage.as_ref().map(|_| now)
             ],
         )?;
         Ok(())
@@ -729,7 +744,7 @@ impl EventStore for SqliteStore {
         let mut stmt = self.conn.prepare(
             "SELECT name, cert, address, software, connected, first_seen, last_seen, last_seq,
                 batches, events, duplicates, last_event_us, pending_batches, pending_bytes,
-                dropped_batches, dropped_events FROM agents ORDER BY name",
+                dropped_batches, dropped_events, coverage, coverage_us FROM agents ORDER BY name",
         )?;
         let rows = stmt.query_map([], |r| {
             Ok(AgentRow {
@@ -749,9 +764,53 @@ impl EventStore for SqliteStore {
                 pending_bytes: r.get::<_, i64>(13)? as u64,
                 dropped_batches: r.get::<_, i64>(14)? as u64,
                 dropped_events: r.get::<_, i64>(15)? as u64,
+                coverage: r
+                    .get::<_, Option<String>>(16)?
+                    .and_then(|j| serde_json::from_str(&j).ok()),
+                coverage_us: r.get(17)?,
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn endpoints(&self, q: &EndpointQuery) -> Result<(Vec<EndpointRow>, u64), StoreError> {
+        let mut filter = String::from(" FROM endpoints WHERE 1");
+        let mut args: Vec<rusqlite::types::Value> = Vec::new();
+        if let Some(m) = &q.method {
+            filter.push_str(" AND method = ?");
+            args.push(m.to_ascii_uppercase().into());
+        }
+        if let Some(t) = &q.contains {
+            filter.push_str(" AND instr(lower(template), lower(?)) > 0");
+            args.push(t.clone().into());
+        }
+        let total: i64 = self.conn.query_row(
+            &format!("SELECT count(*){filter}"),
+            rusqlite::params_from_iter(args.iter()),
+            |r| r.get(0),
+        )?;
+        let order = match q.order {
+            EndpointOrder::Events => "events DESC, template, method",
+            EndpointOrder::FirstSeen => "first_us DESC, template, method",
+            EndpointOrder::Template => "template, method",
+        };
+        let mut stmt = self.conn.prepare(&format!(
+            "SELECT method, template, first_us, last_us, events{filter} ORDER BY {order} LIMIT {} OFFSET {}",
+            q.limit.min(10_000),
+            q.offset
+        ))?;
+        let rows = stmt
+            .query_map(rusqlite::params_from_iter(args.iter()), |r| {
+                Ok(EndpointRow {
+                    method: r.get(0)?,
+                    template: r.get(1)?,
+                    first_us: r.get(2)?,
+                    last_us: r.get(3)?,
+                    events: r.get::<_, i64>(4)?.max(0) as u64,
+                })
+            })?
+            .collect::<Result<_, _>>()?;
+        Ok((rows, total.max(0) as u64))
     }
 
     fn prune(&mut self, now_us: i64) -> Result<Pruned, StoreError> {
