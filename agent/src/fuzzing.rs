@@ -468,6 +468,91 @@ pub fn template(data: &[u8]) {
     }
 }
 
+/// Ring buffer records as the eBPF programs would write them, each prefixed by a
+/// little-endian `u16` length: packet records go through the checks and the data path,
+/// TLS records through the plaintext streams (sockets looked up from the descriptor) and
+/// their own pipeline, socket records through the cache and the streams. Nothing panics,
+/// the tables stay within their bounds.
+pub fn ebpf_records(mut data: &[u8]) {
+    use crate::capture::ebpf::record;
+    use crate::capture::ebpf::tls::{SocketCache, TlsStreams};
+    use std::net::SocketAddr;
+    let config = PipelineConfig {
+        flows: FlowLimits {
+            max_flows: 64,
+            ..FlowLimits::default()
+        },
+        ..PipelineConfig::default()
+    };
+    let mut packets = Pipeline::new(config);
+    let mut plaintext = Pipeline::new(config);
+    let mut streams = TlsStreams::new(8);
+    let mut sockets = SocketCache::new(8);
+    let mut ts = 0i64;
+    let mut sink = |_: &crate::reassembly::FlowMeta, _: Transaction| {};
+    while data.len() >= 2 {
+        let len = usize::from(u16::from_le_bytes([data[0], data[1]])).min(data.len() - 2);
+        let rec = &data[2..2 + len];
+        data = &data[2 + len..];
+        ts += 1000;
+        match record::tls_ring_kind(rec) {
+            Some(tapline_ebpf_common::KIND_SOCKET) => {
+                if let Ok((s, Some(peer))) = record::socket(rec) {
+                    sockets.insert(s.tgid, s.fd, None, peer);
+                    streams.socket_opened(s.tgid, s.fd, ts, &mut |h, d| {
+                        plaintext.segment(&h.segment(d), &mut sink)
+                    });
+                }
+            }
+            Some(tapline_ebpf_common::KIND_TLS) => {
+                if let Ok(v) = record::tls(rec) {
+                    let mut resolve = |pid: u32, fd: i32| {
+                        sockets.peer(pid, fd).or_else(|| {
+                            (fd % 3 == 0).then(|| {
+                                let a = IpAddr::V4(Ipv4Addr::from(pid));
+                                (
+                                    SocketAddr::new(a, fd as u16),
+                                    SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 443),
+                                )
+                            })
+                        })
+                    };
+                    streams.record(&v, ts, &mut resolve, &mut |h, d| {
+                        plaintext.segment(&h.segment(d), &mut sink)
+                    });
+                }
+            }
+            _ => {
+                if let Ok(p) = record::packet(rec) {
+                    let h = p.header;
+                    let seg = TcpSegment {
+                        ts,
+                        vlan: VlanIds::default(),
+                        src: p.src,
+                        dst: p.dst,
+                        sport: h.sport,
+                        dport: h.dport,
+                        seq: h.seq,
+                        ack: h.ack,
+                        flags: TcpFlags(h.flags),
+                        window: h.window,
+                        payload: p.payload,
+                    };
+                    packets.segment(&seg, &mut sink);
+                }
+            }
+        }
+        streams.release_due(ts, &mut |h, d| plaintext.segment(&h.segment(d), &mut sink));
+        assert!(streams.len() <= 8);
+        assert!(sockets.len() <= 8);
+    }
+    streams.expire(i64::MAX, 1, &mut |h, d| {
+        plaintext.segment(&h.segment(d), &mut sink)
+    });
+    packets.finish(&mut sink);
+    plaintext.finish(&mut sink);
+}
+
 /// Frames a collector or an agent receives from the network: nothing panics, and a
 /// batch that summarizes (what the collector checks before storing it) also decodes
 /// (what queries do later).

@@ -21,6 +21,7 @@ const TARGETS: &[(&str, Target)] = &[
     ("json_scan", fuzzing::json_scan),
     ("template", fuzzing::template),
     ("wire", fuzzing::wire),
+    ("ebpf_records", fuzzing::ebpf_records),
 ];
 
 #[test]
