@@ -49,7 +49,11 @@ enum Cmd {
         scale: f64,
     },
     /// Build the agent, generate a sample capture and show what the agent makes of it.
-    Demo,
+    Demo {
+        /// Keep the collector and its web UI up after the demo, until Ctrl-C.
+        #[arg(long)]
+        serve: bool,
+    },
     /// Benchmarks: `offline` compares libpcap iteration, tapline-agent read and tshark;
     /// `events` measures extraction (events/s) and bytes per event on the wire; `live`
     /// runs wrk against nginx across a veth with and without the agent (needs root);
@@ -129,7 +133,7 @@ fn main() -> Result<()> {
             );
             Ok(())
         }
-        Cmd::Demo => demo(),
+        Cmd::Demo { serve } => demo(serve),
         Cmd::Bench {
             which, megabytes, ..
         } if which == "events" => {
@@ -491,7 +495,7 @@ fn eval(
     Ok(())
 }
 
-fn demo() -> Result<()> {
+fn demo(keep_serving: bool) -> Result<()> {
     cargo_build()?;
     let pcap = PathBuf::from("target/demo.pcap");
     let s = tapline_traffic::gen_traffic(&pcap, 1, 2, 0.5)?;
@@ -548,7 +552,7 @@ fn demo() -> Result<()> {
         scenario.traps,
         scenario.transactions
     );
-    demo_collector(&scenario_pcap, &scenario, &events)
+    demo_collector(&scenario_pcap, &scenario, &events, keep_serving)
 }
 
 /// The demo collector's `[detect]`: the GeoLite2 city database the set-up fetched (else
@@ -597,8 +601,13 @@ fn demo_collector(
     pcap: &Path,
     scenario: &tapline_traffic::scenario::ScenarioSummary,
     events: &str,
+    keep_serving: bool,
 ) -> Result<()> {
     let collector = Path::new("target/release/tapline-collector");
+    // The UI on 9110 when that port is free, else on any free one.
+    let api = std::net::TcpListener::bind("127.0.0.1:9110")
+        .or_else(|_| std::net::TcpListener::bind("127.0.0.1:0"))?
+        .local_addr()?;
     let data = PathBuf::from("target/demo-collector");
     let _ = std::fs::remove_dir_all(&data);
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
@@ -656,12 +665,13 @@ fn demo_collector(
             .arg(&bundle),
     )?;
     println!(
-        "\n# the collector serves in the background\n$ tapline-collector serve --data {}",
+        "\n# the collector serves in the background, with its web UI and JSON API on {api}\n$ tapline-collector serve --data {} --api {api}",
         data.display()
     );
     let mut serve = Command::new(collector)
         .args(["serve", "--data"])
         .arg(&data)
+        .args(["--api", &api.to_string()])
         .stderr(Stdio::null())
         .spawn()?;
     let result = (|| -> Result<()> {
@@ -721,12 +731,18 @@ fn demo_collector(
         )?;
         // The detectors read the store beside the ingest; give them a moment.
         let start = Instant::now();
+        let mut shown = usize::MAX;
         while start.elapsed().as_secs() < 30 {
             let n = Command::new(collector)
                 .args(["alerts", "--json", "--severity", "high", "--data"])
                 .arg(&data)
                 .output()?;
-            if String::from_utf8_lossy(&n.stdout).lines().count() >= 15 {
+            let count = String::from_utf8_lossy(&n.stdout).lines().count();
+            if count != shown {
+                eprintln!("  detectors: {count} alerts of high severity so far…");
+                shown = count;
+            }
+            if count >= 15 {
                 break;
             }
             std::thread::sleep(std::time::Duration::from_millis(300));
@@ -772,6 +788,21 @@ fn demo_collector(
                     .args(["events", "--limit", "5", "--actor", fp.trim(), "--data"])
                     .arg(&data),
             )?;
+        }
+        let token = std::fs::read_to_string(data.join("api_token")).unwrap_or_default();
+        println!(
+            "\n# the web UI: alerts, each with its chart and evidence, actors, endpoints, agents\n  http://{api}/   (sign in with the token in {}: {})",
+            data.join("api_token").display(),
+            token.trim()
+        );
+        if keep_serving {
+            println!("  serving until Ctrl-C");
+            serve.wait()?;
+        } else {
+            println!(
+                "  `cargo xtask demo --serve` keeps it up after the demo; or later: tapline-collector serve --data {} --api {api}",
+                data.display()
+            );
         }
         Ok(())
     })();
