@@ -947,13 +947,37 @@ mod tests {
         }
     }
 
-    fn temp_db(name: &str) -> std::path::PathBuf {
-        let p =
-            std::env::temp_dir().join(format!("tapline-store-{name}-{}.db", std::process::id()));
-        for ext in ["", "-wal", "-shm"] {
-            let _ = std::fs::remove_file(format!("{}{ext}", p.display()));
+    /// A database file and its WAL files, removed when the test ends (after the store
+    /// declared later is dropped), even when it fails.
+    struct TempDb(std::path::PathBuf);
+
+    impl TempDb {
+        fn remove(&self) {
+            for ext in ["", "-wal", "-shm"] {
+                let _ = std::fs::remove_file(format!("{}{ext}", self.0.display()));
+            }
         }
-        p
+    }
+
+    impl Drop for TempDb {
+        fn drop(&mut self) {
+            self.remove();
+        }
+    }
+
+    impl std::ops::Deref for TempDb {
+        type Target = std::path::Path;
+        fn deref(&self) -> &std::path::Path {
+            &self.0
+        }
+    }
+
+    fn temp_db(name: &str) -> TempDb {
+        let db = TempDb(
+            std::env::temp_dir().join(format!("tapline-store-{name}-{}.db", std::process::id())),
+        );
+        db.remove();
+        db
     }
 
     #[test]
@@ -1016,7 +1040,6 @@ mod tests {
         let agents = s.agents().unwrap();
         assert_eq!(agents[0].duplicates, 1);
         assert_eq!(agents[0].last_seq, Some(6));
-        let _ = std::fs::remove_file(&path);
     }
 
     #[test]
@@ -1054,7 +1077,6 @@ mod tests {
             .query_row("SELECT count(*) FROM entities", [], |r| r.get(0))
             .unwrap();
         assert_eq!(n, 10);
-        let _ = std::fs::remove_file(&path);
     }
 
     #[test]
@@ -1090,6 +1112,5 @@ mod tests {
             )
             .unwrap();
         assert_eq!(orphans, 0);
-        let _ = std::fs::remove_file(&path);
     }
 }
