@@ -104,6 +104,11 @@ pub struct TlsStreams {
     /// Client first-bytes hashes of recent complete views, and when.
     recent_first: HashMap<u64, Micros>,
     held: usize,
+    /// Held connections in the order their hold began (entries of connections released
+    /// or gone since are skipped), so releasing looks only at those due.
+    held_order: std::collections::VecDeque<(Micros, Key)>,
+    /// Held connections by the hash of their client's first bytes.
+    held_first: HashMap<u64, Key>,
     max: usize,
     pub stats: TlsStats,
 }
@@ -124,6 +129,8 @@ impl TlsStreams {
             by_fd: HashMap::new(),
             recent_first: HashMap::new(),
             held: 0,
+            held_order: std::collections::VecDeque::new(),
+            held_first: HashMap::new(),
             max: max.max(1),
             stats: TlsStats::default(),
         }
@@ -204,8 +211,11 @@ impl TlsStreams {
             } else {
                 if complete {
                     self.by_pair.insert((client, server), key);
-                } else if self.held < HOLD_CONNECTIONS {
+                } else if self.held < HOLD_CONNECTIONS
+                    && self.held_order.len() < 4 * HOLD_CONNECTIONS
+                {
                     self.held += 1;
+                    self.held_order.push_back((ts, key));
                     conn.held = Some(Held {
                         since: ts,
                         bytes: 0,
@@ -250,6 +260,9 @@ impl TlsStreams {
                     .recent_first
                     .get(&f)
                     .is_some_and(|t| ts.saturating_sub(*t) <= HOLD);
+                if !became_mirror && self.held_first.len() < 4 * HOLD_CONNECTIONS {
+                    self.held_first.insert(f, key);
+                }
             } else {
                 if self.recent_first.len() >= 4096 {
                     let horizon = ts.saturating_sub(HOLD);
@@ -260,18 +273,18 @@ impl TlsStreams {
                 }
                 self.recent_first.insert(f, ts);
                 // A held view of the same exchange: drop it.
-                for other in self.conns.values_mut() {
-                    if other.first == Some(f)
-                        && other.held.is_some()
-                        && !other.mirror
-                        && ts.saturating_sub(other.last_seen) <= HOLD
-                    {
-                        other.mirror = true;
-                        other.held = None;
-                        self.held -= 1;
-                        self.stats.mirrored += 1;
-                        self.stats.connections -= 1;
-                    }
+                if let Some(k) = self.held_first.remove(&f)
+                    && let Some(other) = self.conns.get_mut(&k)
+                    && other.first == Some(f)
+                    && other.held.is_some()
+                    && !other.mirror
+                    && ts.saturating_sub(other.last_seen) <= HOLD
+                {
+                    other.mirror = true;
+                    other.held = None;
+                    self.held -= 1;
+                    self.stats.mirrored += 1;
+                    self.stats.connections -= 1;
                 }
             }
         }
@@ -326,17 +339,26 @@ impl TlsStreams {
 
     /// Lets held views go once no other end showed up in time.
     pub fn release_due(&mut self, now: Micros, out: &mut impl FnMut(SegmentHead, &[u8])) {
-        if self.held == 0 {
-            return;
-        }
-        for c in self.conns.values_mut() {
-            if c.held
-                .as_ref()
-                .is_some_and(|hd| now.saturating_sub(hd.since) >= HOLD)
+        while let Some(&(since, key)) = self.held_order.front() {
+            if now.saturating_sub(since) < HOLD {
+                break;
+            }
+            self.held_order.pop_front();
+            if let Some(c) = self.conns.get_mut(&key)
+                && c.held.as_ref().is_some_and(|hd| hd.since == since)
             {
+                if let Some(f) = c.first
+                    && self.held_first.get(&f) == Some(&key)
+                {
+                    self.held_first.remove(&f);
+                }
                 Self::release(c, out);
                 self.held -= 1;
             }
+        }
+        if self.held == 0 {
+            self.held_order.clear();
+            self.held_first.clear();
         }
     }
 
@@ -413,13 +435,17 @@ impl TlsStreams {
         self.recent_first.retain(|_, t| *t >= horizon);
     }
 
+    /// The table is full: the least recently active eighth goes at once, so a flood of
+    /// new connections costs a sort per eighth of the table, not a scan per connection.
     fn evict_oldest(&mut self, ts: Micros, out: &mut impl FnMut(SegmentHead, &[u8])) {
-        if let Some(key) = self
-            .conns
-            .iter()
-            .min_by_key(|(_, c)| c.last_seen)
-            .map(|(k, _)| *k)
-        {
+        let mut by_age: Vec<(Micros, Key)> =
+            self.conns.iter().map(|(k, c)| (c.last_seen, *k)).collect();
+        let n = (self.max / 8).max(1).min(by_age.len());
+        if n == 0 {
+            return;
+        }
+        by_age.select_nth_unstable(n - 1);
+        for (_, key) in by_age.into_iter().take(n) {
             self.stats.evicted += 1;
             self.remove(key, ts, out);
         }
