@@ -340,12 +340,7 @@ impl EbpfCapture {
         cap.sync_clock();
         if !cap.opts.ifaces.is_empty() {
             for (name, _) in TC_PROGRAMS {
-                let p: &mut SchedClassifier = cap
-                    .ebpf
-                    .program_mut(name)
-                    .expect("in the object")
-                    .try_into()
-                    .map_err(|e| attach_error(name, &e))?;
+                let p: &mut SchedClassifier = program(&mut cap.ebpf, name)?;
                 p.load()
                     .map_err(|e| attach_error(format!("verifying {name}"), &e))?;
             }
@@ -357,12 +352,7 @@ impl EbpfCapture {
                 ("tapline_cgroup_ingress", CgroupSkbAttachType::Ingress),
                 ("tapline_cgroup_egress", CgroupSkbAttachType::Egress),
             ] {
-                let p: &mut CgroupSkb = cap
-                    .ebpf
-                    .program_mut(name)
-                    .expect("in the object")
-                    .try_into()
-                    .map_err(|e| attach_error(name, &e))?;
+                let p: &mut CgroupSkb = program(&mut cap.ebpf, name)?;
                 p.load()
                     .map_err(|e| attach_error(format!("verifying {name}"), &e))?;
                 // Through a bpf link (5.7+), which coexists with other programs on the
@@ -376,12 +366,7 @@ impl EbpfCapture {
             for (_, entry, ret) in SSL_PROBES {
                 for name in [entry, ret] {
                     if loaded.insert(name) {
-                        let p: &mut UProbe = cap
-                            .ebpf
-                            .program_mut(name)
-                            .expect("in the object")
-                            .try_into()
-                            .map_err(|e| attach_error(name, &e))?;
+                        let p: &mut UProbe = program(&mut cap.ebpf, name)?;
                         p.load()
                             .map_err(|e| attach_error(format!("verifying {name}"), &e))?;
                     }
@@ -389,12 +374,7 @@ impl EbpfCapture {
             }
             cap.mounted_tracefs = mount_tracefs()?;
             for (name, syscalls) in TRACEPOINTS {
-                let tp: &mut TracePoint = cap
-                    .ebpf
-                    .program_mut(name)
-                    .expect("in the object")
-                    .try_into()
-                    .map_err(|e| attach_error(name, &e))?;
+                let tp: &mut TracePoint = program(&mut cap.ebpf, name)?;
                 tp.load()
                     .map_err(|e| attach_error(format!("verifying {name}"), &e))?;
                 for sc in syscalls {
@@ -462,12 +442,7 @@ impl EbpfCapture {
                     let _ = aya::programs::tc::qdisc_detach_program(&iface, kind, name);
                     let _ = aya::programs::tc::qdisc_add_clsact(&iface);
                 }
-                let p: &mut SchedClassifier = self
-                    .ebpf
-                    .program_mut(name)
-                    .expect("in the object")
-                    .try_into()
-                    .map_err(|e| attach_error(name, &e))?;
+                let p: &mut SchedClassifier = program(&mut self.ebpf, name)?;
                 let options = if self.tcx {
                     TcAttachOptions::TcxOrder(LinkOrder::default())
                 } else {
@@ -498,12 +473,7 @@ impl EbpfCapture {
     fn probe_library(&mut self, id: procfs::FileId, path: &Path) -> Result<(), EbpfError> {
         for (func, entry, ret) in SSL_PROBES {
             for name in [entry, ret] {
-                let p: &mut UProbe = self
-                    .ebpf
-                    .program_mut(name)
-                    .expect("in the object")
-                    .try_into()
-                    .map_err(|e| attach_error(name, &e))?;
+                let p: &mut UProbe = program(&mut self.ebpf, name)?;
                 if let Err(e) = p.attach(func, path, UProbeScope::AllProcesses) {
                     // Older libraries lack the `_ex` functions.
                     if func.ends_with("_ex") {
@@ -603,11 +573,8 @@ impl EbpfCapture {
         let attached = std::mem::take(&mut self.attached);
         for (iface, links) in attached {
             for (name, id) in links {
-                if let Some(p) = self.ebpf.program_mut(name) {
-                    let p: Result<&mut SchedClassifier, _> = p.try_into();
-                    if let Ok(p) = p {
-                        let _ = p.detach(id);
-                    }
+                if let Ok(p) = program::<SchedClassifier>(&mut self.ebpf, name) {
+                    let _ = p.detach(id);
                 }
             }
             if !self.tcx {
@@ -682,6 +649,19 @@ pub fn verify_all() -> Result<Vec<String>, EbpfError> {
     }
     names.sort();
     Ok(names)
+}
+
+/// A program of the object, as its type.
+fn program<'a, P>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut P, EbpfError>
+where
+    &'a mut P: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
+{
+    let p = ebpf.program_mut(name).ok_or_else(|| EbpfError::Attach {
+        what: name.to_string(),
+        message: "not in the object".to_string(),
+        permission: false,
+    })?;
+    p.try_into().map_err(|e| attach_error(name, &e))
 }
 
 fn raise_memlock() {
