@@ -186,7 +186,7 @@ pub fn run(sources: &[&str]) -> Result<()> {
     std::fs::write(
         &conf,
         format!(
-            "worker_processes 1;\ndaemon off;\npid {pid};\nerror_log {err};\nevents {{ worker_connections 1024; }}\nhttp {{\n  access_log off;\n  keepalive_requests 1000000;\n  server {{\n    listen {ip}:8080;\n    location / {{\n      default_type application/json;\n      return 200 '{{\"id\":\"cus_8a7F3k\",\"tenant\":\"t_acme\",\"amount\":1200}}';\n    }}\n  }}\n}}\n",
+            "worker_processes 1;\nmaster_process off;\ndaemon off;\npid {pid};\nerror_log {err};\nevents {{ worker_connections 1024; }}\nhttp {{\n  access_log off;\n  keepalive_requests 1000000;\n  server {{\n    listen {ip}:8080;\n    location / {{\n      default_type application/json;\n      return 200 '{{\"id\":\"cus_8a7F3k\",\"tenant\":\"t_acme\",\"amount\":1200}}';\n    }}\n  }}\n}}\n",
             pid = dir.join("nginx.pid").display(),
             err = dir.join("error.log").display(),
             ip = lab.server_ip
