@@ -211,6 +211,31 @@ impl Drop for Collector {
 }
 
 /// Polls `f` until it is true or `secs` pass.
+/// Ships a scenario capture to the collector of `bundle` as node `node-a`, with the
+/// scenario's agent configuration (JWT key, proxies, roles); returns once every batch
+/// is acked.
+pub fn ship_scenario(scratch: &Scratch, pcap: &Path, bundle: &Path) {
+    let agent_config = scratch.path("agent.toml");
+    std::fs::write(
+        &agent_config,
+        format!(
+            "[agent]\nid = \"node-a\"\n{}",
+            tapline_traffic::scenario::agent_config()
+        ),
+    )
+    .unwrap();
+    run_ok(
+        Command::new(bin("tapline-agent"))
+            .arg("read")
+            .arg(pcap)
+            .arg("--config")
+            .arg(&agent_config)
+            .arg("--ship")
+            .arg("--bundle")
+            .arg(bundle),
+    );
+}
+
 pub fn wait_for(secs: u64, what: &str, mut f: impl FnMut() -> bool) {
     let start = Instant::now();
     while !f() {

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use tapline_e2e::{
     Collector, Scratch, bin, free_port, http_get, http_get_auth, http_request, run_ok,
+    ship_scenario,
 };
 
 /// A webhook receiver: answers 200 to every POST and passes the bodies on.
@@ -91,25 +92,7 @@ fn alerts_reach_the_api_the_cli_the_export_and_the_webhook_and_feedback_suppress
         scenario.asn_db.as_os_str(),
     ];
     c.start_with(&args);
-    let agent_config = scratch.path("agent.toml");
-    std::fs::write(
-        &agent_config,
-        format!(
-            "[agent]\nid = \"node-a\"\n{}",
-            tapline_traffic::scenario::agent_config()
-        ),
-    )
-    .unwrap();
-    run_ok(
-        Command::new(bin("tapline-agent"))
-            .arg("read")
-            .arg(&pcap)
-            .arg("--config")
-            .arg(&agent_config)
-            .arg("--ship")
-            .arg("--bundle")
-            .arg(&bundle),
-    );
+    ship_scenario(&scratch, &pcap, &bundle);
 
     // The detectors catch up with the store.
     let start = Instant::now();

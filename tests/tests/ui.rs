@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use tapline_e2e::{
     Collector, Reaped, Scratch, bin, free_port, http_get, http_get_auth, http_request, run_ok,
-    wait_for,
+    ship_scenario, wait_for,
 };
 
 /// The pinned playwright-core that .ci/setup installs under target/.
@@ -109,25 +109,7 @@ fn the_ui_shows_the_attacks_charts_an_alert_and_takes_feedback_in_a_real_browser
         std::thread::sleep(Duration::from_millis(500));
     }
 
-    let agent_config = scratch.path("agent.toml");
-    std::fs::write(
-        &agent_config,
-        format!(
-            "[agent]\nid = \"node-a\"\n{}",
-            tapline_traffic::scenario::agent_config()
-        ),
-    )
-    .unwrap();
-    run_ok(
-        Command::new(bin("tapline-agent"))
-            .arg("read")
-            .arg(&pcap)
-            .arg("--config")
-            .arg(&agent_config)
-            .arg("--ship")
-            .arg("--bundle")
-            .arg(&bundle),
-    );
+    ship_scenario(&scratch, &pcap, &bundle);
     let start = Instant::now();
     loop {
         let (_, m) = http_get(&api, "/metrics");
