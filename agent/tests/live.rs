@@ -80,38 +80,24 @@ impl Drop for TempDir {
 /// out of the bounding set, as a DaemonSet without `privileged` has them).
 #[test]
 fn ebpf_capture_needs_only_bpf_perfmon_and_net_admin() {
-    if !sh(&["setpriv", "--version"]) {
-        eprintln!("\n*** least-privilege test SKIPPED: needs setpriv (util-linux) ***\n");
-        return;
-    }
-    let stderr = capture_across_a_veth_as(
-        &[
-            "setpriv",
-            "--bounding-set",
-            "-all,+bpf,+perfmon,+net_admin",
-            "--",
-        ],
+    let Some(stderr) = capture_with_capabilities(
+        "+bpf,+perfmon,+net_admin",
         &["--source", "ebpf", "--port", "8080"],
-    );
+    ) else {
+        return;
+    };
     assert!(stderr.contains("(eBPF)"), "{stderr}");
 }
 
 /// `--source auto` without CAP_BPF: one line says why, and libpcap does the work.
 #[test]
 fn auto_falls_back_to_libpcap_when_ebpf_cannot_load() {
-    if !sh(&["setpriv", "--version"]) {
-        eprintln!("\n*** fallback test SKIPPED: needs setpriv (util-linux) ***\n");
-        return;
-    }
-    let stderr = capture_across_a_veth_as(
-        &[
-            "setpriv",
-            "--bounding-set",
-            "-all,+net_raw,+net_admin",
-            "--",
-        ],
+    let Some(stderr) = capture_with_capabilities(
+        "+net_raw,+net_admin",
         &["--source", "auto", "--port", "8080"],
-    );
+    ) else {
+        return;
+    };
     let reasons: Vec<&str> = stderr
         .lines()
         .filter(|l| l.contains("falling back to libpcap"))
@@ -119,6 +105,20 @@ fn auto_falls_back_to_libpcap_when_ebpf_cannot_load() {
     assert_eq!(reasons.len(), 1, "{stderr}");
     assert!(reasons[0].contains("CAP_BPF"), "{stderr}");
     assert!(stderr.contains("(libpcap)"), "{stderr}");
+}
+
+/// The capture test with only `caps` in the agent's bounding set (root's others taken
+/// out); None, loudly, without setpriv.
+fn capture_with_capabilities(caps: &str, source: &[&str]) -> Option<String> {
+    if !sh(&["setpriv", "--version"]) {
+        eprintln!("\n*** capability test SKIPPED: needs setpriv (util-linux) ***\n");
+        return None;
+    }
+    let set = format!("-all,{caps}");
+    Some(capture_across_a_veth_as(
+        &["setpriv", "--bounding-set", &set, "--"],
+        source,
+    ))
 }
 
 fn capture_across_a_veth(source: &[&str]) {
