@@ -595,9 +595,11 @@ fn shard_of(decoder: &Decoder, linktype: u32, ts: Micros, data: &[u8], n: usize)
     let state = foldhash::fast::FixedState::with_seed(0x7461_706c);
     let h = match decoder.decode(linktype, ts, data) {
         Ok(Decoded::Tcp(seg)) => {
-            let a = (seg.src, seg.sport);
-            let b = (seg.dst, seg.dport);
-            state.hash_one(if a <= b { (a, b) } else { (b, a) })
+            return shard_of_pair(
+                std::net::SocketAddr::new(seg.src, seg.sport),
+                std::net::SocketAddr::new(seg.dst, seg.dport),
+                n,
+            );
         }
         Ok(Decoded::Fragment(f)) => {
             let (a, b) = (f.key.src, f.key.dst);

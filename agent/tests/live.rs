@@ -4,39 +4,22 @@
 //! without it the test says so loudly and does nothing.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
+mod common;
+
+use std::process::Command;
+
+use common::{Reaped, TempDir, wait_for};
 
 use std::time::{Duration, Instant};
 use tapline_traffic::netlab::{Lab, is_root, sh};
 
 use serde_json::Value;
 
-fn wait_for(what: &str, mut ok: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !ok() {
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "timed out waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 fn curl(args: &[&str]) {
     assert!(
         sh(&[&["curl", "-s", "-o", "/dev/null", "--max-time", "5"], args].concat()),
         "curl {args:?}"
     );
-}
-
-/// The agent, stopped with SIGTERM on drop if the test fails first.
-struct Agent(Child);
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 #[test]
@@ -66,15 +49,6 @@ fn ebpf_netlink_attach_captures_and_cleans_up() {
 /// One capture at a time: the checks that nothing is left behind look at the whole
 /// machine's programs.
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-/// A directory removed at the end, even when the test fails.
-struct TempDir(PathBuf);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// With only the capabilities docs/capture.md lists for tc capture (root's others taken
 /// out of the bounding set, as a DaemonSet without `privileged` has them).
@@ -144,7 +118,7 @@ fn capture_across_a_veth_as(wrapper: &[&str], source: &[&str]) -> String {
     let _cleanup = TempDir(dir.clone());
     let log: PathBuf = dir.join("http.json");
     let err = dir.join("agent.err");
-    let agent = Agent(
+    let agent = Reaped(
         Command::new(
             wrapper
                 .first()
@@ -161,7 +135,7 @@ fn capture_across_a_veth_as(wrapper: &[&str], source: &[&str]) -> String {
         .spawn()
         .unwrap(),
     );
-    wait_for("the agent", || {
+    wait_for(10, "the agent", || {
         std::fs::read_to_string(&err).is_ok_and(|s| s.contains("capturing on"))
     });
 
@@ -338,7 +312,7 @@ fn a_crashed_runs_netlink_filters_are_removed_at_the_next_start() {
     let _cleanup = TempDir(dir.clone());
     let start = |name: &str| {
         let err = dir.join(name);
-        let agent = Agent(
+        let agent = Reaped(
             Command::new(env!("CARGO_BIN_EXE_tapline-agent"))
                 .args(["run", "--iface", &lab.host_if, "--source", "ebpf"])
                 .args(["--tc-attach", "netlink", "--out", "/dev/null"])
@@ -346,7 +320,7 @@ fn a_crashed_runs_netlink_filters_are_removed_at_the_next_start() {
                 .spawn()
                 .unwrap(),
         );
-        wait_for("the agent", || {
+        wait_for(10, "the agent", || {
             std::fs::read_to_string(&err).is_ok_and(|s| s.contains("capturing on"))
         });
         agent
@@ -411,7 +385,7 @@ fn ebpf_cgroup_capture_sees_only_that_cgroups_traffic() {
     let _cleanup = TempDir(dir.clone());
     let log = dir.join("http.json");
     let err = dir.join("agent.err");
-    let mut agent = Agent(
+    let mut agent = Reaped(
         Command::new(env!("CARGO_BIN_EXE_tapline-agent"))
             .args(["run", "--source", "ebpf", "--cgroup"])
             .arg(&group.0)
@@ -421,7 +395,7 @@ fn ebpf_cgroup_capture_sees_only_that_cgroups_traffic() {
             .spawn()
             .unwrap(),
     );
-    wait_for("the agent", || {
+    wait_for(10, "the agent", || {
         std::fs::read_to_string(&err).is_ok_and(|s| s.contains("capturing on"))
     });
     // One request from inside the cgroup, one from outside.

@@ -5,20 +5,15 @@
 //! says so loudly and does nothing.
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+mod common;
+
+use std::process::{Command, Stdio};
+
+use common::{Reaped, TempDir, wait_for};
+use std::time::Duration;
 
 use serde_json::Value;
 use tapline_traffic::netlab::{Lab, is_root, sh};
-
-/// A directory removed at the end, even when the test fails.
-struct TempDir(std::path::PathBuf);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// tracefs mounted for the test when the machine had none (a DaemonSet mounts the
 /// host's); unmounted at the end.
@@ -44,26 +39,6 @@ impl Drop for Tracefs {
         if self.0 {
             sh(&["umount", "/sys/kernel/tracing"]);
         }
-    }
-}
-
-struct Reaped(Child);
-
-impl Drop for Reaped {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn wait_for(what: &str, mut ok: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !ok() {
-        assert!(
-            start.elapsed() < Duration::from_secs(15),
-            "timed out waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
@@ -148,7 +123,7 @@ fn https_plaintext_is_captured_through_openssl_uprobes() {
         &dir.to_string_lossy(),
     ]);
     let base = format!("https://{}:8443", lab.server_ip);
-    wait_for("nginx", || {
+    wait_for(15, "nginx", || {
         sh(&[
             "curl",
             "-sk",
@@ -185,7 +160,7 @@ fn https_plaintext_is_captured_through_openssl_uprobes() {
             .spawn()
             .unwrap(),
     );
-    wait_for("the agent", || {
+    wait_for(15, "the agent", || {
         std::fs::read_to_string(&err).is_ok_and(|s| s.contains("capturing on"))
     });
 

@@ -58,3 +58,34 @@ pub fn read_with(capture: &Path, config: &Path, args: &[&str]) -> (String, Strin
         String::from_utf8(out.stderr).unwrap(),
     )
 }
+
+/// Polls `ok` every 50 ms until it holds; fails the test after `secs` seconds.
+pub fn wait_for(secs: u64, what: &str, mut ok: impl FnMut() -> bool) {
+    let start = std::time::Instant::now();
+    while !ok() {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(secs),
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// A child process killed and reaped on drop, so a failing test leaves none behind.
+pub struct Reaped(pub std::process::Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A directory removed at the end, even when the test fails.
+pub struct TempDir(pub PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
