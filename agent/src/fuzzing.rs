@@ -9,6 +9,7 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use crate::decode::defrag::{DefragLimits, Defragmenter};
 use crate::decode::{Decoded, Decoder, TcpFlags, TcpSegment, VlanIds};
+use crate::http::head::Known;
 use crate::http::{HttpConfig, HttpConnection, Side, Transaction};
 use crate::pipeline::{Pipeline, PipelineConfig};
 use crate::reassembly::{FlowLimits, FlowTable, StreamLimits};
@@ -132,7 +133,7 @@ fn summarize(t: &Transaction) -> Summary {
     let coded = [&t.request, &t.response]
         .into_iter()
         .flatten()
-        .any(|h| h.header("content-encoding").is_some());
+        .any(|h| h.get(Known::ContentEncoding).is_some());
     let failed = t.anomalies.contains(Anomaly::DECOMPRESSION_FAILED) || coded;
     let anomalies = if failed {
         t.anomalies - Anomaly::DECOMPRESSION_FAILED

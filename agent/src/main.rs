@@ -324,10 +324,12 @@ fn read(args: ReadArgs) -> Result<()> {
         bodies: args.bodies,
         redact: (!args.no_redact).then_some(&redactor),
     };
-    let mut line = Vec::with_capacity(4096);
+    // Log lines are gathered here and written in large blocks, bypassing the writer's
+    // buffer (one copy of the log fewer).
+    const LOG_BLOCK: usize = 1 << 16;
+    let mut line = Vec::with_capacity(LOG_BLOCK + 8192);
     let mut write_err: Option<io::Error> = None;
     let mut sink = |meta: &_, tx: _| {
-        line.clear();
         if log == Some(LogKind::Http) {
             write_transaction(&mut line, meta, &tx, &opts);
         }
@@ -346,10 +348,13 @@ fn read(args: ReadArgs) -> Result<()> {
                 submit_err = Some(e.into());
             }
         }
-        if write_err.is_none()
-            && let Err(e) = out.write_all(&line)
-        {
-            write_err = Some(e);
+        if line.len() >= LOG_BLOCK {
+            if write_err.is_none()
+                && let Err(e) = out.write_all(&line)
+            {
+                write_err = Some(e);
+            }
+            line.clear();
         }
     };
     let mut truncated_files = 0;
@@ -405,10 +410,17 @@ fn read(args: ReadArgs) -> Result<()> {
         }
     }
     pipeline.finish(&mut sink);
-    if let Some(e) = write_err {
-        return Err(e).context("writing the log");
+    if write_err.is_none()
+        && let Err(e) = out.write_all(&line).and_then(|()| out.flush())
+    {
+        write_err = Some(e);
     }
-    out.flush().context("writing the log")?;
+    match write_err {
+        // The reader went away (`| head`): what it wanted was written.
+        Some(e) if e.kind() == io::ErrorKind::BrokenPipe && shipper.is_none() => return Ok(()),
+        Some(e) => return Err(e).context("writing the log"),
+        None => {}
+    }
     if let (Some(s), Some(b)) = (&shipper, &mut batcher)
         && let Some(batch) = b.take()
         && let Err(e) = s.submit(batch)

@@ -18,6 +18,7 @@ pub use config::{ExtractConfig, JwtKey};
 pub use fingerprint::Fingerprinter;
 use template::Templater;
 
+use crate::http::head::Known;
 use crate::http::{Head, Transaction, head};
 use crate::reassembly::FlowMeta;
 
@@ -154,7 +155,7 @@ fn listed(list: &[String], name: &[u8]) -> bool {
 }
 
 fn is_json(h: Option<&Head>, body: &[u8]) -> bool {
-    let ct = h.and_then(|h| h.header("content-type")).unwrap_or(b"");
+    let ct = h.and_then(|h| h.get(Known::ContentType)).unwrap_or(b"");
     let ct = String::from_utf8_lossy(ct).to_ascii_lowercase();
     ct.contains("json") || matches!(head::trim(body).first(), Some(b'{' | b'['))
 }
@@ -295,7 +296,7 @@ impl Extractor {
         }
         // The right-most address a trusted proxy did not add is the client.
         let mut hops: Vec<IpAddr> = Vec::new();
-        for v in req.headers("x-forwarded-for") {
+        for v in req.get_all(Known::XForwardedFor) {
             for part in String::from_utf8_lossy(v).split(',') {
                 if let Ok(ip) = part.trim().parse() {
                     hops.push(ip);
@@ -303,7 +304,7 @@ impl Extractor {
             }
         }
         if hops.is_empty() {
-            for v in req.headers("forwarded") {
+            for v in req.get_all(Known::Forwarded) {
                 for part in String::from_utf8_lossy(v).split([',', ';']) {
                     let part = part.trim();
                     if let Some(f) = part.get(..4).filter(|p| p.eq_ignore_ascii_case("for="))
@@ -378,7 +379,7 @@ impl Extractor {
         self.stats.template_overflow = self.templates.overflow;
 
         let mut actors = Vec::new();
-        for v in req.headers("authorization") {
+        for v in req.get_all(Known::Authorization) {
             self.authorization(v, &mut actors);
         }
         for (name, value) in req.iter() {
@@ -403,7 +404,7 @@ impl Extractor {
                 });
             }
         }
-        for v in req.headers("cookie") {
+        for v in req.get_all(Known::Cookie) {
             for c in v.split(|&b| b == b';') {
                 let c = head::trim(c);
                 let Some(eq) = c.iter().position(|&b| b == b'=') else {
@@ -518,7 +519,7 @@ impl Extractor {
             actors,
             entities,
             owners,
-            user_agent: req.header("user-agent").map(text),
+            user_agent: req.get(Known::UserAgent).map(text),
             anomalies: tx.anomalies.names().map(str::to_string).collect(),
         })
     }

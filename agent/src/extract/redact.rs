@@ -82,7 +82,7 @@ impl Redactor {
         self.by_len
             .get(name.len())?
             .iter()
-            .find(|(n, _)| n.as_bytes().eq_ignore_ascii_case(name))
+            .find(|(n, _)| crate::http::head::eq_lowercase(name, n.as_bytes()))
             .map(|(_, k)| *k)
     }
 
@@ -102,11 +102,11 @@ impl Redactor {
     /// Appends `[fp:<16 hex digits>]` for a secret.
     pub fn write_mark(&self, secret: &[u8], out: &mut Vec<u8>) {
         let fp = self.fingerprint(secret);
-        out.extend_from_slice(b"[fp:");
-        for i in (0..16).rev() {
-            out.push(b"0123456789abcdef"[((fp >> (i * 4)) & 0xf) as usize]);
+        let mut mark = *b"[fp:0000000000000000]";
+        for (i, digit) in mark[4..20].iter_mut().enumerate() {
+            *digit = b"0123456789abcdef"[((fp >> ((15 - i) * 4)) & 0xf) as usize];
         }
-        out.push(b']');
+        out.extend_from_slice(&mark);
     }
 
     /// Appends the logged form of a header value of `kind`; `text` writes bytes that came
@@ -171,9 +171,26 @@ impl Redactor {
         Some(String::from_utf8_lossy(&out).into_owned())
     }
 
+    /// Whether a (form-encoded) parameter name is one whose value is redacted.
+    fn secret_param(&self, raw: &[u8]) -> bool {
+        if raw.iter().any(|&b| b == b'%' || b == b'+') {
+            listed(&self.params, &super::form_decode(raw))
+        } else {
+            listed(&self.params, raw)
+        }
+    }
+
     /// A request target with the values of secret query parameters replaced.
     pub fn target(&self, target: &[u8]) -> Option<Vec<u8>> {
-        let q = target.iter().position(|&b| b == b'?')?;
+        let q = memchr::memchr(b'?', target)?;
+        let secret = |pair: &[u8]| {
+            pair.iter()
+                .position(|&b| b == b'=')
+                .is_some_and(|eq| self.secret_param(&pair[..eq]))
+        };
+        if !target[q + 1..].split(|&b| b == b'&').any(secret) {
+            return None;
+        }
         let mut changed = false;
         let mut out = target[..=q].to_vec();
         for (i, pair) in target[q + 1..].split(|&b| b == b'&').enumerate() {
@@ -181,7 +198,7 @@ impl Redactor {
                 out.push(b'&');
             }
             match pair.iter().position(|&b| b == b'=') {
-                Some(eq) if listed(&self.params, &super::form_decode(&pair[..eq])) => {
+                Some(eq) if self.secret_param(&pair[..eq]) => {
                     out.extend_from_slice(&pair[..=eq]);
                     self.write_mark(&pair[eq + 1..], &mut out);
                     changed = true;

@@ -14,7 +14,7 @@ use bitflags::bitflags;
 use crate::decode::Micros;
 pub use crate::reassembly::Side;
 pub use body::{BodyInfo, BodyLimits, BodyReader, Coding, Framing};
-pub use head::Head;
+pub use head::{Head, Known};
 
 bitflags! {
     /// Protocol anomalies seen in a transaction. Each is logged by name.
@@ -147,10 +147,11 @@ impl Transaction {
 }
 
 fn parse_status(s: &[u8]) -> Option<u16> {
-    if s.len() == 3 && s.iter().all(u8::is_ascii_digit) {
-        std::str::from_utf8(s).ok()?.parse().ok()
-    } else {
-        None
+    match *s {
+        [a, b, c] if s.iter().all(u8::is_ascii_digit) => {
+            Some(u16::from(a - b'0') * 100 + u16::from(b - b'0') * 10 + u16::from(c - b'0'))
+        }
+        _ => None,
     }
 }
 
@@ -505,10 +506,7 @@ impl HttpConnection {
                 && BARE_HEAD_END.find(&data[pos..pos + k + 1]).is_none()
             {
                 let end = pos + k + 3;
-                dir.head_buf.extend_from_slice(&data[pos..end]);
-                *lines += 2;
-                *line_start = dir.head_buf.len();
-                self.head_complete(side, ts, Anomaly::empty(), out);
+                self.head_complete_with(side, ts, Anomaly::empty(), &data[pos..end], out);
                 return end;
             }
             let nl = memchr::memchr(b'\n', &data[pos..]);
@@ -663,11 +661,26 @@ impl HttpConnection {
         flags: Anomaly,
         out: &mut Vec<Transaction>,
     ) {
+        self.head_complete_with(side, ts, flags, &[], out);
+    }
+
+    /// The head is what the line buffer holds followed by `rest` (the rest of a head
+    /// found whole in one segment, not copied into the line buffer first).
+    fn head_complete_with(
+        &mut self,
+        side: Side,
+        ts: Micros,
+        flags: Anomaly,
+        rest: &[u8],
+        out: &mut Vec<Transaction>,
+    ) {
         let d = side as usize;
         // The head gets an exact-size copy; the line buffer keeps its capacity for the
         // next message (unless a huge head grew it).
         let dir = &mut self.dirs[d];
-        let buf = dir.head_buf.clone();
+        let mut buf = Vec::with_capacity(dir.head_buf.len() + rest.len());
+        buf.extend_from_slice(&dir.head_buf);
+        buf.extend_from_slice(rest);
         dir.head_buf.clear();
         if dir.head_buf.capacity() > 16 << 10 {
             dir.head_buf = Vec::new();
@@ -690,7 +703,7 @@ impl HttpConnection {
     fn content_length(head: &Head, anomalies: &mut Anomaly) -> Option<u64> {
         let mut result: Option<u64> = None;
         let mut invalid = false;
-        for v in head.headers("content-length") {
+        for v in head.get_all(Known::ContentLength) {
             // Repeated values folded into one field ("10, 10") count as repeats.
             for part in v.split(|&b| b == b',') {
                 let t = head::trim(part);
@@ -699,9 +712,10 @@ impl HttpConnection {
                         *anomalies |= Anomaly::CONTENT_LENGTH_LEADING_ZEROS;
                     }
                     // Lengths past i64::MAX are refused, as servers do.
-                    std::str::from_utf8(t)
-                        .ok()
-                        .and_then(|s| s.parse::<u64>().ok())
+                    t.iter()
+                        .try_fold(0u64, |n, &d| {
+                            n.checked_mul(10)?.checked_add(u64::from(d - b'0'))
+                        })
                         .filter(|n| *n <= i64::MAX as u64)
                 } else {
                     None
@@ -729,9 +743,9 @@ impl HttpConnection {
     /// libhtp reads such bodies even after 1xx and 204 answers, as browsers do, so an
     /// evader cannot hide content behind them.
     fn declares_body(head: &Head) -> bool {
-        head.headers("transfer-encoding").next().is_some()
+        head.get_all(Known::TransferEncoding).next().is_some()
             || head
-                .headers("content-length")
+                .get_all(Known::ContentLength)
                 .any(|v| head::trim(v).iter().any(|&b| (b'1'..=b'9').contains(&b)))
     }
 
@@ -741,15 +755,17 @@ impl HttpConnection {
         // "chunked" anywhere in the list frames the body, as libhtp and Zeek read it:
         // "chunked, identity" is a smuggling attempt, and reading the chunks keeps the
         // request that follows them a request.
-        for v in head.headers("transfer-encoding") {
+        for v in head.get_all(Known::TransferEncoding) {
             // NUL bytes are ignored and "chunked" counts inside a longer token, as libhtp
             // reads it: "chu\0nked" and "xchunked" are evasions of a chunked body.
-            let clean: Vec<u8> = v
-                .iter()
-                .filter(|&&b| b != 0)
-                .map(u8::to_ascii_lowercase)
-                .collect();
-            let has = memchr::memmem::find(&clean, b"chunked").is_some();
+            let has = head::trim(v).eq_ignore_ascii_case(b"chunked") || {
+                let clean: Vec<u8> = v
+                    .iter()
+                    .filter(|&&b| b != 0)
+                    .map(u8::to_ascii_lowercase)
+                    .collect();
+                memchr::memmem::find(&clean, b"chunked").is_some()
+            };
             chunked |= has;
             if !has || head::trim(v).len() != 7 {
                 *anomalies |= Anomaly::ABNORMAL_TRANSFER_ENCODING;
@@ -795,7 +811,7 @@ impl HttpConnection {
         };
         if cl == Some(0)
             && head
-                .header("expect")
+                .get(Known::Expect)
                 .is_some_and(|e| head::trim(e).eq_ignore_ascii_case(b"100-continue"))
         {
             anomalies |= Anomaly::EXPECT_WITH_CONTENT_LENGTH_ZERO;
@@ -805,7 +821,7 @@ impl HttpConnection {
             Vec::new()
         } else {
             Coding::parse_list(
-                head.headers("content-encoding"),
+                head.get_all(Known::ContentEncoding),
                 self.config.max_encoding_layers,
                 &mut anomalies,
             )
@@ -934,7 +950,7 @@ impl HttpConnection {
             Vec::new()
         } else {
             Coding::parse_list(
-                head.headers("content-encoding"),
+                head.get_all(Known::ContentEncoding),
                 self.config.max_encoding_layers,
                 &mut anomalies,
             )

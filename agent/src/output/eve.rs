@@ -2,12 +2,14 @@
 //! anomalies Tapline flags. Field meanings follow `shared/corpus/SOURCE.md`; the format
 //! is documented in `docs/http-log.md`.
 
+use std::borrow::Cow;
 use std::io::Write;
 
 use base64::Engine;
 
 use crate::decode::Micros;
 use crate::extract::redact::Redactor;
+use crate::http::head::Known;
 use crate::http::{Head, Transaction, head};
 use crate::reassembly::FlowMeta;
 
@@ -23,8 +25,39 @@ pub struct EveOptions<'a> {
 
 /// Formats a timestamp as EVE does: `2024-01-31T12:00:00.123456+0000`.
 pub fn format_ts(ts: Micros, out: &mut Vec<u8>) {
+    thread_local! {
+        /// The date and time of the last second formatted: consecutive transactions
+        /// mostly share it, and only the microseconds need formatting.
+        static LAST_SECOND: std::cell::Cell<(i64, [u8; 19])> =
+            const { std::cell::Cell::new((i64::MIN, [0; 19])) };
+    }
     let secs = ts.div_euclid(1_000_000);
     let micros = ts.rem_euclid(1_000_000);
+    let (cached, mut date) = LAST_SECOND.get();
+    if cached != secs {
+        match civil(secs) {
+            Some(d) => {
+                date = d;
+                LAST_SECOND.set((secs, d));
+            }
+            None => {
+                let _ = write!(out, "{}.{micros:06}+0000", civil_any(secs));
+                return;
+            }
+        }
+    }
+    let mut b = *b"0000-00-00T00:00:00.000000+0000";
+    b[..19].copy_from_slice(&date);
+    let mut v = micros;
+    for digit in b[20..26].iter_mut().rev() {
+        *digit = b'0' + (v % 10) as u8;
+        v /= 10;
+    }
+    out.extend_from_slice(&b);
+}
+
+/// Year, month, day and time of day of a Unix time in seconds.
+fn civil_parts(secs: i64) -> [i64; 6] {
     let days = secs.div_euclid(86_400);
     let sod = secs.rem_euclid(86_400);
     // Civil date from days since 1970-01-01 (H. Hinnant's algorithm).
@@ -37,17 +70,16 @@ pub fn format_ts(ts: Micros, out: &mut Vec<u8>) {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
+    [y, m, d, sod / 3600, sod / 60 % 60, sod % 60]
+}
+
+/// `YYYY-MM-DDTHH:MM:SS` for years 0 to 9999.
+fn civil(secs: i64) -> Option<[u8; 19]> {
+    let [y, m, d, hh, mm, ss] = civil_parts(secs);
     if !(0..=9999).contains(&y) {
-        let _ = write!(
-            out,
-            "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{micros:06}+0000",
-            sod / 3600,
-            sod / 60 % 60,
-            sod % 60
-        );
-        return;
+        return None;
     }
-    let mut b = *b"0000-00-00T00:00:00.000000+0000";
+    let mut b = *b"0000-00-00T00:00:00";
     let mut put = |at: usize, width: usize, mut v: i64| {
         for i in (at..at + width).rev() {
             b[i] = b'0' + (v % 10) as u8;
@@ -57,14 +89,26 @@ pub fn format_ts(ts: Micros, out: &mut Vec<u8>) {
     put(0, 4, y);
     put(5, 2, m);
     put(8, 2, d);
-    put(11, 2, sod / 3600);
-    put(14, 2, sod / 60 % 60);
-    put(17, 2, sod % 60);
-    put(20, 6, micros);
-    out.extend_from_slice(&b);
+    put(11, 2, hh);
+    put(14, 2, mm);
+    put(17, 2, ss);
+    Some(b)
 }
 
-/// Writes JSON with the separators handled.
+/// The same for any year (a garbage capture timestamp), through the formatter.
+fn civil_any(secs: i64) -> String {
+    let [y, m, d, hh, mm, ss] = civil_parts(secs);
+    format!("{y:04}-{m:02}-{d:02}T{hh:02}:{mm:02}:{ss:02}")
+}
+
+/// `"name":` as a literal, so writing a key is a fixed-size copy.
+macro_rules! key {
+    ($k:literal) => {
+        concat!("\"", $k, "\":").as_bytes()
+    };
+}
+
+/// Writes JSON with the separators handled. Keys are pre-quoted literals (`key!`).
 struct Obj<'a> {
     out: &'a mut Vec<u8>,
     first: bool,
@@ -75,37 +119,50 @@ impl<'a> Obj<'a> {
         out.push(b'{');
         Obj { out, first: true }
     }
-    fn key(&mut self, k: &str) {
+    #[inline(always)]
+    fn key(&mut self, k: &'static [u8]) {
         if !self.first {
             self.out.push(b',');
         }
         self.first = false;
-        self.out.push(b'"');
-        self.out.extend_from_slice(k.as_bytes());
-        self.out.extend_from_slice(b"\":");
+        self.out.extend_from_slice(k);
     }
-    fn str(&mut self, k: &str, v: &[u8]) {
+    #[inline(always)]
+    fn str(&mut self, k: &'static [u8], v: &[u8]) {
         self.key(k);
         write_str(self.out, v);
     }
-    fn num(&mut self, k: &str, v: u64) {
+    #[inline(always)]
+    fn num(&mut self, k: &'static [u8], v: u64) {
         self.key(k);
         self.out
             .extend_from_slice(itoa::Buffer::new().format(v).as_bytes());
     }
-    fn ip(&mut self, k: &str, ip: std::net::IpAddr) {
+    fn ip(&mut self, k: &'static [u8], ip: std::net::IpAddr) {
         self.key(k);
         match ip {
             std::net::IpAddr::V4(v4) => {
-                self.out.push(b'"');
+                let mut b = [0u8; 17];
+                b[0] = b'"';
+                let mut n = 1;
                 for (i, o) in v4.octets().into_iter().enumerate() {
                     if i > 0 {
-                        self.out.push(b'.');
+                        b[n] = b'.';
+                        n += 1;
                     }
-                    self.out
-                        .extend_from_slice(itoa::Buffer::new().format(o).as_bytes());
+                    if o >= 100 {
+                        b[n] = b'0' + o / 100;
+                        n += 1;
+                    }
+                    if o >= 10 {
+                        b[n] = b'0' + o / 10 % 10;
+                        n += 1;
+                    }
+                    b[n] = b'0' + o % 10;
+                    n += 1;
                 }
-                self.out.push(b'"');
+                b[n] = b'"';
+                self.out.extend_from_slice(&b[..=n]);
             }
             std::net::IpAddr::V6(_) => {
                 let _ = write!(self.out, "\"{ip}\"");
@@ -179,8 +236,51 @@ fn write_str(out: &mut Vec<u8>, v: &[u8]) {
     out.push(b'"');
 }
 
-/// The inside of a JSON string: plain ASCII runs are copied a word at a time.
+/// The inside of a JSON string. Header values nearly always need no escaping, so the
+/// bytes are copied a word at a time while being checked (no separate scan, no call to
+/// `memcpy` for short strings) and rewritten with escapes in the rare case they need it.
+#[inline]
 fn write_str_body(out: &mut Vec<u8>, v: &[u8]) {
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let needs_escape = |w: u64| w & HIGH != 0 || word_needs_escape(w);
+    let start = out.len();
+    let n = v.len();
+    let word = |at: usize| u64::from_le_bytes(v[at..at + 8].try_into().unwrap_or([0xff; 8]));
+    let mut bad = false;
+    if n >= 8 {
+        out.reserve(n);
+        let mut at = 0;
+        while at + 8 <= n {
+            let w = word(at);
+            bad |= needs_escape(w);
+            out.extend_from_slice(&w.to_le_bytes());
+            at += 8;
+        }
+        if at < n {
+            // The last word overlaps bytes already written.
+            let w = word(n - 8);
+            bad |= needs_escape(w);
+            out.truncate(start + n - 8);
+            out.extend_from_slice(&w.to_le_bytes());
+        }
+    } else {
+        // Padded with a byte that needs no escape.
+        let mut w = u64::from_le_bytes([b'a'; 8]);
+        for (i, &b) in v.iter().enumerate() {
+            w = w & !(0xff << (8 * i)) | u64::from(b) << (8 * i);
+        }
+        bad = needs_escape(w);
+        out.extend_from_slice(&w.to_le_bytes());
+        out.truncate(start + n);
+    }
+    if bad {
+        out.truncate(start);
+        write_escaped(out, v);
+    }
+}
+
+#[cold]
+fn write_escaped(out: &mut Vec<u8>, v: &[u8]) {
     const HIGH: u64 = 0x8080_8080_8080_8080;
     let mut clean = 0;
     while clean + 8 <= v.len() {
@@ -191,16 +291,6 @@ fn write_str_body(out: &mut Vec<u8>, v: &[u8]) {
         clean += 8;
     }
     let rest = &v[clean..];
-    if rest.len() < 8 {
-        // The tail, padded to a word with a harmless byte.
-        let mut w = [b'a'; 8];
-        w[..rest.len()].copy_from_slice(rest);
-        let w = u64::from_le_bytes(w);
-        if w & HIGH == 0 && !word_needs_escape(w) {
-            out.extend_from_slice(v);
-            return;
-        }
-    }
     out.extend_from_slice(&v[..clean]);
     if rest.is_ascii() {
         escape_into(out, rest);
@@ -234,7 +324,7 @@ fn headers(out: &mut Vec<u8>, h: &Head, redact: Option<&Redactor>) {
 }
 
 /// Host and port of a request: from an absolute URI, else the Host header.
-pub fn host_port(req: &Head) -> Option<(Vec<u8>, Option<u16>)> {
+pub fn host_port(req: &Head) -> Option<(Cow<'_, [u8]>, Option<u16>)> {
     let uri = req.part(1);
     let authority = if let Some(rest) = uri
         .strip_prefix(b"http://")
@@ -250,7 +340,7 @@ pub fn host_port(req: &Head) -> Option<(Vec<u8>, Option<u16>)> {
     };
     let authority = match authority {
         Some(a) if !a.is_empty() => a,
-        _ => head::trim(req.header("host")?),
+        _ => head::trim(req.get(Known::Host)?),
     };
     let authority = match authority.iter().rposition(|&b| b == b'@') {
         Some(at) => &authority[at + 1..],
@@ -272,121 +362,129 @@ pub fn host_port(req: &Head) -> Option<(Vec<u8>, Option<u16>)> {
         }
     };
     let port = port.and_then(|p| std::str::from_utf8(p).ok()?.parse().ok());
-    let mut host = host.to_ascii_lowercase();
-    while host.last() == Some(&b'.') {
-        host.pop();
+    let mut host = host;
+    while let [rest @ .., b'.'] = host {
+        host = rest;
     }
+    let host = if host.iter().any(u8::is_ascii_uppercase) {
+        Cow::Owned(host.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(host)
+    };
     Some((host, port))
 }
 
 /// Appends one EVE `http` line (with its newline) for `tx` to `out`.
 pub fn write_transaction(out: &mut Vec<u8>, meta: &FlowMeta, tx: &Transaction, opts: &EveOptions) {
     let ts = tx.request_ts.or(tx.response_ts).unwrap_or(meta.first_ts);
+    // Room for the line at once: a head's bytes, its JSON punctuation and the fixed keys.
+    let head_len = |h: &Option<Head>| h.as_ref().map_or(0, |h| h.buf.len() + 24 * h.field_count());
+    out.reserve(512 + head_len(&tx.request) + head_len(&tx.response));
     let mut o = Obj::open(out);
-    o.key("timestamp");
+    o.key(key!("timestamp"));
     o.out.push(b'"');
     format_ts(ts, o.out);
     o.out.push(b'"');
-    o.num("flow_id", meta.flow_id);
+    o.num(key!("flow_id"), meta.flow_id);
     if !meta.vlan.is_empty() {
-        o.key("vlan");
+        o.key(key!("vlan"));
         let _ = serde_json::to_writer(&mut *o.out, meta.vlan.as_slice());
     }
-    o.str("event_type", b"http");
-    o.ip("src_ip", meta.client.0);
-    o.num("src_port", u64::from(meta.client.1));
-    o.ip("dest_ip", meta.server.0);
-    o.num("dest_port", u64::from(meta.server.1));
-    o.str("proto", b"TCP");
-    o.num("tx_id", tx.tx_id);
-    o.key("http");
+    o.str(key!("event_type"), b"http");
+    o.ip(key!("src_ip"), meta.client.0);
+    o.num(key!("src_port"), u64::from(meta.client.1));
+    o.ip(key!("dest_ip"), meta.server.0);
+    o.num(key!("dest_port"), u64::from(meta.server.1));
+    o.str(key!("proto"), b"TCP");
+    o.num(key!("tx_id"), tx.tx_id);
+    o.key(key!("http"));
     let mut h = Obj::open(o.out);
     if let Some(req) = &tx.request {
         if let Some((host, port)) = host_port(req) {
-            h.str("hostname", &host);
+            h.str(key!("hostname"), &host);
             if let Some(p) = port {
-                h.num("http_port", u64::from(p));
+                h.num(key!("http_port"), u64::from(p));
             }
         }
         match opts.redact.and_then(|r| r.target(req.part(1))) {
-            Some(t) => h.str("url", &t),
-            None => h.str("url", req.part(1)),
+            Some(t) => h.str(key!("url"), &t),
+            None => h.str(key!("url"), req.part(1)),
         }
-        if let Some(ua) = req.header("user-agent") {
-            h.str("http_user_agent", ua);
+        if let Some(ua) = req.get(Known::UserAgent) {
+            h.str(key!("http_user_agent"), ua);
         }
     }
     if let Some(resp) = &tx.response
-        && let Some(ct) = resp.header("content-type")
+        && let Some(ct) = resp.get(Known::ContentType)
     {
         // Suricata logs the media type without parameters.
         let mt = ct.split(|&b| b == b';').next().unwrap_or(ct);
-        h.str("http_content_type", head::trim(mt));
+        h.str(key!("http_content_type"), head::trim(mt));
     }
     if let Some(req) = &tx.request
-        && let Some(r) = req.header("referer")
+        && let Some(r) = req.get(Known::Referer)
     {
-        h.str("http_refer", r);
+        h.str(key!("http_refer"), r);
     }
     if let Some(resp) = &tx.response
-        && let Some(loc) = resp.header("location")
+        && let Some(loc) = resp.get(Known::Location)
     {
-        h.str("redirect", loc);
+        h.str(key!("redirect"), loc);
     }
     if let Some(req) = &tx.request {
-        h.str("http_method", req.part(0));
+        h.str(key!("http_method"), req.part(0));
         if !req.part(2).is_empty() {
-            h.str("protocol", req.part(2));
+            h.str(key!("protocol"), req.part(2));
         }
     }
     if let Some(resp) = &tx.response {
         match tx.status() {
-            Some(s) => h.num("status", u64::from(s)),
-            None if !resp.part(1).is_empty() => h.str("status_string", resp.part(1)),
+            Some(s) => h.num(key!("status"), u64::from(s)),
+            None if !resp.part(1).is_empty() => h.str(key!("status_string"), resp.part(1)),
             None => {}
         }
     }
-    h.num("length", tx.response_body.transferred);
+    h.num(key!("length"), tx.response_body.transferred);
     if let Some(resp) = &tx.response {
-        h.str("response_protocol", resp.part(0));
-        h.str("status_msg", resp.part(2));
+        h.str(key!("response_protocol"), resp.part(0));
+        h.str(key!("status_msg"), resp.part(2));
     }
     if let Some((code, msg)) = &tx.interim {
-        h.num("info_code", u64::from(*code));
-        h.str("info_msg", msg);
+        h.num(key!("info_code"), u64::from(*code));
+        h.str(key!("info_msg"), msg);
     }
-    h.num("request_body_len", tx.request_body.decoded);
-    h.num("response_body_len", tx.response_body.decoded);
+    h.num(key!("request_body_len"), tx.request_body.decoded);
+    h.num(key!("response_body_len"), tx.response_body.decoded);
     if tx.request_body.gap_bytes > 0 {
-        h.num("request_body_gap_bytes", tx.request_body.gap_bytes);
+        h.num(key!("request_body_gap_bytes"), tx.request_body.gap_bytes);
     }
     if tx.response_body.gap_bytes > 0 {
-        h.num("response_body_gap_bytes", tx.response_body.gap_bytes);
+        h.num(key!("response_body_gap_bytes"), tx.response_body.gap_bytes);
     }
     if let Some(req) = &tx.request {
-        h.key("request_headers");
+        h.key(key!("request_headers"));
         headers(h.out, req, opts.redact);
     }
     if let Some(resp) = &tx.response {
-        h.key("response_headers");
+        h.key(key!("response_headers"));
         headers(h.out, resp, opts.redact);
     }
     if opts.bodies {
         let b64 = base64::engine::general_purpose::STANDARD;
         if !tx.request_body.captured.is_empty() {
             h.str(
-                "http_request_body",
+                key!("http_request_body"),
                 b64.encode(&tx.request_body.captured).as_bytes(),
             );
         }
         if !tx.response_body.captured.is_empty() {
             h.str(
-                "http_response_body",
+                key!("http_response_body"),
                 b64.encode(&tx.response_body.captured).as_bytes(),
             );
         }
     }
-    h.key("anomalies");
+    h.key(key!("anomalies"));
     h.out.push(b'[');
     for (i, n) in tx.anomalies.names().enumerate() {
         if i > 0 {
@@ -413,6 +511,29 @@ mod tests {
             write_str(&mut got, &v);
             let want = serde_json::to_vec(String::from_utf8_lossy(&v).as_ref()).unwrap();
             proptest::prop_assert_eq!(got, want);
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn timestamps_match_the_uncached_formatter(ts in proptest::collection::vec(-100_000_000_000_000_000i64..400_000_000_000_000_000, 1..8)) {
+            // Repeats and neighbours exercise the cached second.
+            for t in ts.iter().flat_map(|&t| [t, t + 1, t + 1_000_000, t]) {
+                let mut got = Vec::new();
+                format_ts(t, &mut got);
+                let want = format!("{}.{:06}+0000", civil_any(t.div_euclid(1_000_000)), t.rem_euclid(1_000_000));
+                proptest::prop_assert_eq!(String::from_utf8(got).unwrap(), want);
+            }
+        }
+
+        #[test]
+        fn ipv4_is_written_as_std_displays_it(a in proptest::prelude::any::<u32>()) {
+            let ip = std::net::IpAddr::V4(std::net::Ipv4Addr::from(a));
+            let mut out = Vec::new();
+            let mut o = Obj::open(&mut out);
+            o.ip(key!("ip"), ip);
+            o.close();
+            proptest::prop_assert_eq!(String::from_utf8(out).unwrap(), format!("{{\"ip\":\"{ip}\"}}"));
         }
     }
 
@@ -443,19 +564,22 @@ mod tests {
         );
         assert_eq!(
             host_port(&h),
-            Some((b"www.example.com".to_vec(), Some(8080)))
+            Some((Cow::Borrowed(&b"www.example.com"[..]), Some(8080)))
         );
         let h = head::parse(
             b"GET http://a.b/x HTTP/1.1\r\nHost: other\r\n\r\n".to_vec(),
             &lim,
             &mut a,
         );
-        assert_eq!(host_port(&h), Some((b"a.b".to_vec(), None)));
+        assert_eq!(host_port(&h), Some((Cow::Borrowed(&b"a.b"[..]), None)));
         let h = head::parse(
             b"GET / HTTP/1.1\r\nHost: [::1]:80\r\n\r\n".to_vec(),
             &lim,
             &mut a,
         );
-        assert_eq!(host_port(&h), Some((b"[::1]".to_vec(), Some(80))));
+        assert_eq!(
+            host_port(&h),
+            Some((Cow::Borrowed(&b"[::1]"[..]), Some(80)))
+        );
     }
 }

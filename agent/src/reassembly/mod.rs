@@ -51,11 +51,27 @@ pub trait StreamHandler {
 type Endpoint = (IpAddr, u16);
 
 /// A connection's identity, independent of direction.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FlowKey {
     vlan: VlanIds,
     lo: Endpoint,
     hi: Endpoint,
+}
+
+/// Hashed as a few whole words rather than field by field: the table is probed on every
+/// packet.
+impl std::hash::Hash for FlowKey {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        let word = |(ip, port): &Endpoint| match ip {
+            IpAddr::V4(a) => u128::from(u32::from(*a)) << 16 | u128::from(*port),
+            IpAddr::V6(a) => u128::from(*a) ^ u128::from(*port) << 112 ^ 1,
+        };
+        h.write_u128(word(&self.lo));
+        h.write_u128(word(&self.hi));
+        if !self.vlan.as_slice().is_empty() {
+            self.vlan.hash(h);
+        }
+    }
 }
 
 impl FlowKey {
@@ -303,7 +319,10 @@ impl<A: StreamHandler> FlowTable<A> {
 
     fn flow_id(key: &FlowKey, ts: Micros) -> u64 {
         use std::hash::BuildHasher;
-        let h = foldhash::fast::FixedState::with_seed(0x0074_6170_6c69_6e65).hash_one((key, ts));
+        // Field by field, as the key was hashed before the table's compact hash: the ids
+        // stay what earlier versions logged.
+        let h = foldhash::fast::FixedState::with_seed(0x0074_6170_6c69_6e65)
+            .hash_one(((key.vlan, key.lo, key.hi), ts));
         h & ((1 << 51) - 1)
     }
 
