@@ -49,7 +49,7 @@ pub fn decode(data: &[u8]) {
 }
 
 /// A whole capture file (pcap or pcapng) through the offline pipeline; the in-place
-/// reader and the streaming reader must see the same frames.
+/// reader, the block reader and `pcap-parser` must see the same frames.
 pub fn capture_file(data: &[u8]) {
     use crate::capture::file::{read_frames, read_frames_in_memory};
     let mut pipeline = Pipeline::new(PipelineConfig::default());
@@ -71,9 +71,22 @@ pub fn capture_file(data: &[u8]) {
         |f| streamed.push((f.linktype, f.ts, f.data.len(), f.wire_len)),
         |_| {},
     );
+    let mut parsed = Vec::new();
+    let reference = crate::capture::file::read_frames_parsed(
+        data,
+        |f| parsed.push((f.linktype, f.ts, f.data.len(), f.wire_len)),
+        |_| {},
+    );
     if let (Ok(a), Ok(b)) = (&in_memory, &streaming) {
         assert_eq!(seen, streamed);
         assert_eq!((a.frames, a.truncated), (b.frames, b.truncated));
+    }
+    if let Ok(r) = &reference {
+        let Ok(a) = &streaming else {
+            panic!("pcap-parser reads the file, the block reader fails: {streaming:?}");
+        };
+        assert_eq!(streamed, parsed);
+        assert_eq!((a.frames, a.truncated), (r.frames, r.truncated));
     }
 }
 
@@ -212,6 +225,11 @@ pub fn http(data: &[u8]) {
         max_open_transactions: 8,
         ..HttpConfig::default()
     };
+    for op in &ops {
+        if let Op::Data(_, bytes) = op {
+            same_head_either_way(bytes);
+        }
+    }
     let whole = run_http(&ops, 0, config);
     let pieces = run_http(&ops, usize::from(cut % 7) + 1, config);
     if whole != pieces {
@@ -228,6 +246,17 @@ pub fn http(data: &[u8]) {
             pieces.get(i)
         );
     }
+}
+
+/// The fast path for well-formed heads must read a head exactly as the lenient parser
+/// does.
+fn same_head_either_way(bytes: &[u8]) {
+    use crate::http::head::{HeadLimits, parse, parse_lenient};
+    let limits = HeadLimits { max_fields: 32 };
+    let (mut a, mut b) = (crate::http::Anomaly::empty(), crate::http::Anomaly::empty());
+    let fast = parse(bytes.to_vec(), &limits, &mut a);
+    let lenient = parse_lenient(bytes.to_vec(), &limits, &mut b);
+    assert_eq!((fast, a), (lenient, b), "the two head parsers disagree");
 }
 
 /// A sequence of TCP segments between two endpoints through the flow table and the HTTP

@@ -8,7 +8,7 @@ use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use tapline_agent::capture::file::{Frame, read_frames, read_frames_in_memory};
+use tapline_agent::capture::file::{Frame, read_frames};
 use tapline_agent::config::AgentConfig;
 use tapline_agent::decode::Decoder;
 use tapline_agent::extract::Extractor;
@@ -360,19 +360,13 @@ fn read(args: ReadArgs) -> Result<()> {
     let mut truncated_files = 0;
     let show_progress = io::stderr().is_terminal();
     for path in &args.files {
-        // Files are mapped and parsed in place; stdin is streamed.
-        let (map, size) = if path.as_os_str() == "-" {
+        // Read in large blocks, front to back; stdin the same way.
+        let (file, size) = if path.as_os_str() == "-" {
             (None, 0)
         } else {
             let f = File::open(path).with_context(|| format!("opening {}", path.display()))?;
             let size = f.metadata().map(|m| m.len()).unwrap_or(0);
-            // SAFETY: the mapping is only read; a capture file changed by another
-            // process while mapped can give garbage frames, which the parsers handle.
-            let map = unsafe { memmap2::Mmap::map(&f) }
-                .with_context(|| format!("mapping {}", path.display()))?;
-            // Read once front to back: the kernel reads ahead and drops pages behind.
-            let _ = map.advise(memmap2::Advice::Sequential);
-            (Some(map), size)
+            (Some(f), size)
         };
         let bar = if show_progress && size > 0 {
             let b = ProgressBar::new(size);
@@ -393,8 +387,8 @@ fn read(args: ReadArgs) -> Result<()> {
                 b.set_position(done)
             }
         };
-        let summary = match &map {
-            Some(m) => read_frames_in_memory(m, on_frame, on_progress),
+        let summary = match file {
+            Some(f) => read_frames(f, on_frame, on_progress),
             None => read_frames(io::stdin(), on_frame, on_progress),
         }
         .with_context(|| format!("reading {}", path.display()))?;

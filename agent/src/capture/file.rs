@@ -41,6 +41,8 @@ pub struct FileSummary {
 }
 
 const BUFFER: usize = 1 << 20;
+/// What is read before `pcap-parser` gets a stream that is not classic pcap.
+const PREFIX: usize = 64 << 10;
 const MAX_BUFFER: usize = 16 << 20;
 
 struct Interface {
@@ -51,7 +53,185 @@ struct Interface {
 
 /// Calls `on_frame` for every frame of the capture, and `on_progress` with the number of
 /// file bytes consumed so far (about once per megabyte).
+///
+/// Classic pcap, the common case, is read in large blocks and its records parsed in
+/// place; pcapng and anything else go through `pcap-parser`.
 pub fn read_frames<R: Read + Send>(
+    mut input: R,
+    mut on_frame: impl FnMut(Frame<'_>),
+    mut on_progress: impl FnMut(u64),
+) -> Result<FileSummary, FileError> {
+    let mut header = [0u8; 24];
+    let got = read_up_to(&mut input, &mut header)?;
+    let classic = (got == header.len())
+        .then(|| Classic::from_header(&header))
+        .flatten();
+    let Some(classic) = classic else {
+        // Not classic pcap (or too short to tell). `pcap-parser` decides the format from
+        // its first read, which must hold the first blocks whatever size of reads the
+        // input gives (a pipe): it gets the first 64 KiB at once.
+        let mut prefix = header[..got].to_vec();
+        if got == header.len() {
+            prefix.resize(PREFIX, 0);
+            let more = read_up_to(&mut input, &mut prefix[got..])?;
+            prefix.truncate(got + more);
+        }
+        let input = Prefixed {
+            prefix,
+            at: 0,
+            inner: input,
+        };
+        return read_frames_parsed(input, on_frame, on_progress);
+    };
+    let mut summary = FileSummary::default();
+    let mut consumed = header.len() as u64;
+    let mut buf = vec![0u8; BUFFER];
+    let mut filled = 0;
+    loop {
+        let n = loop {
+            match input.read(&mut buf[filled..]) {
+                Ok(n) => break n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => return Err(FileError::Read),
+            }
+        };
+        filled += n;
+        let used = classic.records(&buf[..filled], usize::MAX, &mut summary, &mut on_frame);
+        buf.copy_within(used..filled, 0);
+        filled -= used;
+        consumed += used as u64;
+        on_progress(consumed);
+        if n == 0 {
+            summary.truncated = filled > 0;
+            return Ok(summary);
+        }
+        if filled == buf.len() {
+            // One record larger than the buffer.
+            if buf.len() >= MAX_BUFFER {
+                return Err(FileError::RecordTooLarge(buf.len()));
+            }
+            buf.resize(buf.len() * 2, 0);
+        }
+    }
+}
+
+/// Bytes already read from `inner`, then the rest of it.
+struct Prefixed<R> {
+    prefix: Vec<u8>,
+    at: usize,
+    inner: R,
+}
+
+impl<R: Read> Read for Prefixed<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = (self.prefix.len() - self.at).min(buf.len());
+        buf[..n].copy_from_slice(&self.prefix[self.at..self.at + n]);
+        self.at += n;
+        if n == buf.len() {
+            return Ok(n);
+        }
+        match self.inner.read(&mut buf[n..]) {
+            Ok(m) => Ok(n + m),
+            Err(_) if n > 0 => Ok(n),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// Reads until `buf` is full or the input ends; the number of bytes read.
+fn read_up_to(input: &mut impl Read, buf: &mut [u8]) -> Result<usize, FileError> {
+    let mut got = 0;
+    while got < buf.len() {
+        match input.read(&mut buf[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return Err(FileError::Read),
+        }
+    }
+    Ok(got)
+}
+
+/// What the global header of a classic pcap file says.
+#[derive(Debug, Clone, Copy)]
+struct Classic {
+    big: bool,
+    nanos: bool,
+    linktype: u32,
+}
+
+impl Classic {
+    fn from_header(h: &[u8]) -> Option<Classic> {
+        let (big, nanos) = match h.get(..4)? {
+            [0xd4, 0xc3, 0xb2, 0xa1] => (false, false),
+            [0xa1, 0xb2, 0xc3, 0xd4] => (true, false),
+            [0x4d, 0x3c, 0xb2, 0xa1] => (false, true),
+            [0xa1, 0xb2, 0x3c, 0x4d] => (true, true),
+            _ => return None,
+        };
+        let mut c = Classic {
+            big,
+            nanos,
+            linktype: 0,
+        };
+        c.linktype = c.u32_at(h, 20)?;
+        Some(c)
+    }
+
+    fn u32_at(&self, data: &[u8], at: usize) -> Option<u32> {
+        let b: [u8; 4] = data.get(at..at + 4)?.try_into().ok()?;
+        Some(if self.big {
+            u32::from_be_bytes(b)
+        } else {
+            u32::from_le_bytes(b)
+        })
+    }
+
+    /// Passes on the whole records at the start of `data`, stopping once `limit` bytes
+    /// are used; returns the bytes used. A record cut by the end of `data` is left.
+    fn records(
+        &self,
+        data: &[u8],
+        limit: usize,
+        summary: &mut FileSummary,
+        on_frame: &mut impl FnMut(Frame<'_>),
+    ) -> usize {
+        let mut pos = 0;
+        while pos < limit {
+            let (Some(secs), Some(frac), Some(caplen), Some(origlen)) = (
+                self.u32_at(data, pos),
+                self.u32_at(data, pos + 4),
+                self.u32_at(data, pos + 8),
+                self.u32_at(data, pos + 12),
+            ) else {
+                break;
+            };
+            let start = pos + 16;
+            let Some(frame) = data.get(start..start.saturating_add(caplen as usize)) else {
+                break;
+            };
+            let frac = if self.nanos {
+                i64::from(frac) / 1000
+            } else {
+                i64::from(frac)
+            };
+            summary.frames += 1;
+            summary.bytes += frame.len() as u64;
+            on_frame(Frame {
+                linktype: self.linktype,
+                ts: i64::from(secs) * 1_000_000 + frac,
+                data: frame,
+                wire_len: origlen,
+            });
+            pos = start + frame.len();
+        }
+        pos
+    }
+}
+
+/// [`read_frames`] through `pcap-parser`: pcapng, and classic pcap it is given (the
+/// tests' reference for the block reader).
+pub(crate) fn read_frames_parsed<R: Read + Send>(
     input: R,
     mut on_frame: impl FnMut(Frame<'_>),
     mut on_progress: impl FnMut(u64),
@@ -171,70 +351,27 @@ pub fn read_frames<R: Read + Send>(
     Ok(summary)
 }
 
-/// Reads a capture held in memory (a mapped file). Classic pcap, the common case, is
-/// parsed in place without copying; other formats go through [`read_frames`].
+/// Reads a capture held in memory. Classic pcap is parsed in place without copying;
+/// other formats go through [`read_frames`].
 pub fn read_frames_in_memory(
     data: &[u8],
     mut on_frame: impl FnMut(Frame<'_>),
     mut on_progress: impl FnMut(u64),
 ) -> Result<FileSummary, FileError> {
-    let Some(magic) = data.get(..4) else {
+    let Some(classic) = Classic::from_header(data) else {
         return read_frames(data, on_frame, on_progress);
     };
-    let (big, nanos) = match magic {
-        [0xd4, 0xc3, 0xb2, 0xa1] => (false, false),
-        [0xa1, 0xb2, 0xc3, 0xd4] => (true, false),
-        [0x4d, 0x3c, 0xb2, 0xa1] => (false, true),
-        [0xa1, 0xb2, 0x3c, 0x4d] => (true, true),
-        _ => return read_frames(data, on_frame, on_progress),
-    };
-    let u32_at = |at: usize| -> Option<u32> {
-        let b: [u8; 4] = data.get(at..at + 4)?.try_into().ok()?;
-        Some(if big {
-            u32::from_be_bytes(b)
-        } else {
-            u32::from_le_bytes(b)
-        })
-    };
-    let linktype = u32_at(20).ok_or(FileError::NotPcap)?;
     let mut summary = FileSummary::default();
     let mut pos = 24;
-    let mut last_progress = 0;
-    while pos < data.len() {
-        let (Some(secs), Some(frac), Some(caplen), Some(origlen)) = (
-            u32_at(pos),
-            u32_at(pos + 4),
-            u32_at(pos + 8),
-            u32_at(pos + 12),
-        ) else {
-            summary.truncated = true;
+    loop {
+        let used = classic.records(&data[pos..], 1 << 20, &mut summary, &mut on_frame);
+        pos += used;
+        on_progress(pos as u64);
+        if used == 0 {
             break;
-        };
-        let start = pos + 16;
-        let Some(frame) = data.get(start..start.saturating_add(caplen as usize)) else {
-            summary.truncated = true;
-            break;
-        };
-        let frac = if nanos {
-            i64::from(frac) / 1000
-        } else {
-            i64::from(frac)
-        };
-        summary.frames += 1;
-        summary.bytes += frame.len() as u64;
-        on_frame(Frame {
-            linktype,
-            ts: i64::from(secs) * 1_000_000 + frac,
-            data: frame,
-            wire_len: origlen,
-        });
-        pos = start + frame.len();
-        if pos - last_progress >= 1 << 20 {
-            last_progress = pos;
-            on_progress(pos as u64);
         }
     }
-    on_progress(data.len() as u64);
+    summary.truncated = pos < data.len();
     Ok(summary)
 }
 
@@ -290,17 +427,78 @@ mod tests {
         (v, s)
     }
 
+    /// Hands out at most `step` bytes per read, as a pipe does.
+    struct Trickle<'a> {
+        data: &'a [u8],
+        step: usize,
+    }
+
+    impl Read for Trickle<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            let n = self.step.min(buf.len()).min(self.data.len());
+            buf[..n].copy_from_slice(&self.data[..n]);
+            self.data = &self.data[n..];
+            Ok(n)
+        }
+    }
+
+    /// The frames every reader finds in `data`, with `pcap-parser` as the reference.
+    fn check_readers(data: &[u8], step: usize) {
+        let (want, sw) = collect(|f| read_frames_parsed(data, f, |_| {}));
+        let (a, sa) = collect(|f| read_frames_in_memory(data, f, |_| {}));
+        let (b, sb) = collect(|f| read_frames(Trickle { data, step }, f, |_| {}));
+        assert_eq!(a, want, "in memory");
+        assert_eq!(b, want, "blocks of {step}");
+        for s in [sa, sb] {
+            assert_eq!(
+                (s.frames, s.bytes, s.truncated),
+                (sw.frames, sw.bytes, sw.truncated)
+            );
+        }
+    }
+
     #[test]
-    fn in_memory_reader_agrees_with_the_streaming_one() {
+    fn readers_agree_on_cut_files() {
         for big in [false, true] {
             let file = pcap(big, &[b"abc", b"", b"hello world"]);
-            for cut in [file.len(), file.len() - 4, file.len() - 12, 30] {
-                let data = &file[..cut];
-                let (a, sa) = collect(|f| read_frames_in_memory(data, f, |_| {}));
-                let (b, sb) = collect(|f| read_frames(data, f, |_| {}));
-                assert_eq!(a, b, "big={big} cut={cut}");
-                assert_eq!((sa.frames, sa.truncated), (sb.frames, sb.truncated));
+            for cut in [file.len(), file.len() - 4, file.len() - 12, 30, 24] {
+                for step in [1, 7, 4096] {
+                    check_readers(&file[..cut], step);
+                }
             }
+        }
+    }
+
+    #[test]
+    fn pcapng_goes_through_pcap_parser_whatever_the_reads() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/golden/lo-curl.pcapng");
+        let file = std::fs::read(path).unwrap();
+        let (frames, _) = collect(|f| read_frames(file.as_slice(), f, |_| {}));
+        assert!(!frames.is_empty());
+        for step in [1, 7, 30, 4096] {
+            check_readers(&file, step);
+        }
+    }
+
+    #[test]
+    fn a_record_larger_than_the_buffer_grows_it() {
+        let big = vec![7u8; BUFFER + BUFFER / 2];
+        let file = pcap(false, &[b"a", &big, b"b"]);
+        check_readers(&file, 1 << 16);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn block_reader_matches_pcap_parser(
+            big: bool,
+            frames in proptest::collection::vec(proptest::collection::vec(proptest::prelude::any::<u8>(), 0..3000), 0..20),
+            cut in proptest::prelude::any::<proptest::sample::Index>(),
+            step in 1usize..5000,
+        ) {
+            let refs: Vec<&[u8]> = frames.iter().map(Vec::as_slice).collect();
+            let file = pcap(big, &refs);
+            let cut = 24 + cut.index(file.len() - 23);
+            check_readers(&file[..cut.min(file.len())], step);
         }
     }
 }

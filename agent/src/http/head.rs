@@ -546,7 +546,11 @@ pub fn parse(buf: Vec<u8>, limits: &HeadLimits, anomalies: &mut Anomaly) -> Head
 
 /// Parses any head, however malformed, the way lenient servers read it; each deviation
 /// is flagged.
-fn parse_lenient(mut buf: Vec<u8>, limits: &HeadLimits, anomalies: &mut Anomaly) -> Head {
+pub(crate) fn parse_lenient(
+    mut buf: Vec<u8>,
+    limits: &HeadLimits,
+    anomalies: &mut Anomaly,
+) -> Head {
     let mut fields: Vec<Field> = Vec::with_capacity(16);
     let mut it = lines(&buf);
     let first = it.next().unwrap_or(0..0);

@@ -364,10 +364,13 @@ impl HttpConnection {
         if data.is_empty() {
             return;
         }
-        if side == Side::Server {
-            self.server_seen = true;
-        }
         while !data.is_empty() {
+            // Set for each piece: an established CONNECT tunnel starts parsing afresh
+            // (and forgets the server spoke) in the middle of a call, and what follows
+            // in the same call must count as the server's, as it would in the next call.
+            if side == Side::Server {
+                self.server_seen = true;
+            }
             let used = match &mut self.dirs[d].state {
                 State::Tunnel => {
                     self.stats.tunnelled_bytes += data.len() as u64;
