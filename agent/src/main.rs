@@ -352,6 +352,11 @@ fn read(args: ReadArgs) -> Result<()> {
             if write_err.is_none()
                 && let Err(e) = out.write_all(&line)
             {
+                if e.kind() == io::ErrorKind::BrokenPipe && shipper.is_none() {
+                    // The reader went away (`| head`): nothing more is wanted, and the
+                    // rest of the file need not be read.
+                    std::process::exit(0);
+                }
                 write_err = Some(e);
             }
             line.clear();

@@ -63,6 +63,31 @@ fn reads_a_file_and_stdin_alike() {
 }
 
 #[test]
+fn a_reader_that_stops_early_ends_read_quietly() {
+    use std::io::BufRead;
+    let Some(pcap) = corpus_pcap() else {
+        eprintln!("*** corpus absent: cli test skipped ***");
+        return;
+    };
+    // The same capture 40 times: a log larger than the pipe and the agent's 64 KiB blocks.
+    let mut child = agent()
+        .arg("read")
+        .args(std::iter::repeat_n(&pcap, 40))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    assert!(first.contains("\"event_type\":\"http\""), "{first}");
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "");
+}
+
+#[test]
 fn garbage_input_is_a_clear_error() {
     let dir = std::env::temp_dir().join(format!("tapline-cli-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
