@@ -97,8 +97,12 @@ pub fn read_frames<R: Read + Send>(
         };
         filled += n;
         let used = classic.records(&buf[..filled], usize::MAX, &mut summary, &mut on_frame);
-        buf.copy_within(used..filled, 0);
-        filled -= used;
+        if used > 0 {
+            // The start of a record cut by the read moves to the front (no copy while a
+            // large record arrives in small reads: that would be quadratic).
+            buf.copy_within(used..filled, 0);
+            filled -= used;
+        }
         consumed += used as u64;
         on_progress(consumed);
         if n == 0 {

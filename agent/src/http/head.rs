@@ -82,12 +82,17 @@ impl Known {
     }
 }
 
-/// Whether `name` equals `lower` (lower-case ASCII) ignoring ASCII case; a word at a time.
+/// Whether `name` equals `lower` (in which ASCII letters are lower case) ignoring ASCII
+/// case; a word at a time.
 pub fn eq_lowercase(name: &[u8], lower: &[u8]) -> bool {
     // Letters of `lower` accept either case: their bit 0x20 is ORed into `name`'s byte.
-    // Every other byte must be equal.
+    // Every other byte must be equal. The sums are taken on 7-bit values so that no byte
+    // carries into the next; bytes with the high bit set are not letters.
     let same = |a: u64, t: u64| {
-        let letter = (t.wrapping_add(ONES * (0x80 - 0x61)) & !t.wrapping_add(ONES * (0x80 - 0x7b)))
+        let t7 = t & (ONES * 0x7f);
+        let letter = t7.wrapping_add(ONES * (0x80 - 0x61))
+            & !t7.wrapping_add(ONES * (0x80 - 0x7b))
+            & !t
             & (ONES << 7);
         (a | letter >> 2) == t
     };
@@ -682,6 +687,27 @@ mod tests {
                     name.eq_ignore_ascii_case(k.name().as_bytes())
                 );
             }
+        }
+
+        #[test]
+        fn word_comparison_is_ascii_case_insensitive_equality(
+            lower in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..24),
+            flips in proptest::collection::vec(proptest::prelude::any::<bool>(), 24),
+            change in proptest::option::of((0usize..24, proptest::prelude::any::<u8>())),
+        ) {
+            let lower = lower.to_ascii_lowercase();
+            let mut name: Vec<u8> = lower
+                .iter()
+                .zip(&flips)
+                .map(|(&b, &up)| if up { b.to_ascii_uppercase() } else { b })
+                .collect();
+            if let Some((at, b)) = change
+                && !name.is_empty()
+            {
+                let at = at % name.len();
+                name[at] = b;
+            }
+            proptest::prop_assert_eq!(eq_lowercase(&name, &lower), name.eq_ignore_ascii_case(&lower));
         }
 
         #[test]
