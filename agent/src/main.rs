@@ -349,16 +349,7 @@ fn read(args: ReadArgs) -> Result<()> {
             }
         }
         if line.len() >= LOG_BLOCK {
-            if write_err.is_none()
-                && let Err(e) = out.write_all(&line)
-            {
-                if e.kind() == io::ErrorKind::BrokenPipe && shipper.is_none() {
-                    // The reader went away (`| head`): nothing more is wanted, and the
-                    // rest of the file need not be read.
-                    std::process::exit(0);
-                }
-                write_err = Some(e);
-            }
+            write_log(&mut out, &line, &mut write_err, shipper.is_some());
             line.clear();
         }
     };
@@ -409,16 +400,9 @@ fn read(args: ReadArgs) -> Result<()> {
         }
     }
     pipeline.finish(&mut sink);
-    if write_err.is_none()
-        && let Err(e) = out.write_all(&line).and_then(|()| out.flush())
-    {
-        write_err = Some(e);
-    }
-    match write_err {
-        // The reader went away (`| head`): what it wanted was written.
-        Some(e) if e.kind() == io::ErrorKind::BrokenPipe && shipper.is_none() => return Ok(()),
-        Some(e) => return Err(e).context("writing the log"),
-        None => {}
+    write_log(&mut out, &line, &mut write_err, shipper.is_some());
+    if let Some(e) = write_err {
+        return Err(e).context("writing the log");
     }
     if let (Some(s), Some(b)) = (&shipper, &mut batcher)
         && let Some(batch) = b.take()
@@ -465,6 +449,20 @@ fn read(args: ReadArgs) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// Writes (and flushes) a block of the HTTP or event log; the first error is kept in
+/// `err` and later blocks are dropped. A reader that went away (`| head`) wants nothing
+/// more: `read` then ends at once and quietly, unless events are still to be shipped.
+fn write_log(out: &mut impl Write, block: &[u8], err: &mut Option<io::Error>, shipping: bool) {
+    if err.is_none()
+        && let Err(e) = out.write_all(block).and_then(|()| out.flush())
+    {
+        if e.kind() == io::ErrorKind::BrokenPipe && !shipping {
+            std::process::exit(0);
+        }
+        *err = Some(e);
+    }
 }
 
 /// `10.0.0.0/8`, `2001:db8::/32`, or an address alone (a host).

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::Result;
-use tapline_agent::capture::file::read_frames_in_memory;
+use tapline_agent::capture::file::read_frames;
 use tapline_agent::config::AgentConfig;
 use tapline_agent::extract::Extractor;
 use tapline_agent::pipeline::{Pipeline, PipelineConfig};
@@ -32,12 +32,12 @@ pub fn run() -> Result<()> {
     std::fs::write(&config_path, tapline_traffic::scenario::agent_config())?;
     let mut agent = AgentConfig::load(&config_path)?;
     agent.extract.fingerprint_key = Some("bench".into());
-    let data = std::fs::read(&pcap)?;
+    let data = std::fs::File::open(&pcap)?;
     let mut extractor = Extractor::new(agent.extract.clone())?;
     let mut events: Vec<Event> = Vec::new();
     let mut pipeline = Pipeline::new(PipelineConfig::default());
-    read_frames_in_memory(
-        &data,
+    read_frames(
+        data,
         |f| {
             pipeline.frame(f.linktype, f.ts, f.data, &mut |m, t| {
                 events.extend(extractor.event(m, &t))

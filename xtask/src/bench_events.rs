@@ -5,7 +5,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use tapline_agent::capture::file::read_frames_in_memory;
+use tapline_agent::capture::file::read_frames;
 use tapline_agent::config::AgentConfig;
 use tapline_agent::extract::Extractor;
 use tapline_agent::http::Transaction;
@@ -17,7 +17,8 @@ use tapline_wire::{Batch, Event};
 const BATCH: usize = 2000;
 
 pub fn run(pcap: &Path, config: Option<&Path>) -> Result<()> {
-    let data = std::fs::read(pcap).with_context(|| format!("reading {}", pcap.display()))?;
+    let data = std::fs::File::open(pcap).with_context(|| format!("opening {}", pcap.display()))?;
+    let size = data.metadata()?.len();
     let agent = match config {
         Some(p) => AgentConfig::load(p)?,
         None => AgentConfig::default(),
@@ -27,8 +28,8 @@ pub fn run(pcap: &Path, config: Option<&Path>) -> Result<()> {
     let mut txs: Vec<(FlowMeta, Transaction)> = Vec::new();
     let mut pipeline = Pipeline::new(PipelineConfig::default());
     let start = Instant::now();
-    read_frames_in_memory(
-        &data,
+    read_frames(
+        data,
         |f| pipeline.frame(f.linktype, f.ts, f.data, &mut |m, t| txs.push((*m, t))),
         |_| {},
     )?;
@@ -88,7 +89,7 @@ pub fn run(pcap: &Path, config: Option<&Path>) -> Result<()> {
     println!(
         "file: {} ({:.1} MB, {} transactions, parsed in {t_parse:.2} s)",
         pcap.display(),
-        data.len() as f64 / 1e6,
+        size as f64 / 1e6,
         txs.len()
     );
     println!(

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
-use tapline_agent::capture::file::read_frames_in_memory;
+use tapline_agent::capture::file::read_frames;
 use tapline_agent::config::AgentConfig;
 use tapline_agent::extract::Extractor;
 use tapline_agent::pipeline::{Pipeline, PipelineConfig};
@@ -22,13 +22,13 @@ const TOTAL: usize = 1_000_000;
 const BATCH: usize = 2000;
 
 fn sample_events(pcap: &Path) -> Result<Vec<Event>> {
-    let data = std::fs::read(pcap).with_context(|| format!("reading {}", pcap.display()))?;
+    let data = std::fs::File::open(pcap).with_context(|| format!("opening {}", pcap.display()))?;
     let agent = AgentConfig::load(Path::new("traffic/agent.toml"))?;
     let mut x = Extractor::new(agent.extract.clone())?;
     let mut events = Vec::new();
     let mut pipeline = Pipeline::new(PipelineConfig::default());
-    read_frames_in_memory(
-        &data,
+    read_frames(
+        data,
         |f| {
             pipeline.frame(f.linktype, f.ts, f.data, &mut |m, t| {
                 if events.len() < 200_000

@@ -88,15 +88,9 @@ pub fn read_frames<R: Read + Send>(
     let mut buf = vec![0u8; BUFFER];
     let mut filled = 0;
     loop {
-        let n = loop {
-            match input.read(&mut buf[filled..]) {
-                Ok(n) => break n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(_) => return Err(FileError::Read),
-            }
-        };
+        let n = read_once(&mut input, &mut buf[filled..])?;
         filled += n;
-        let used = classic.records(&buf[..filled], usize::MAX, &mut summary, &mut on_frame);
+        let used = classic.records(&buf[..filled], &mut summary, &mut on_frame);
         if used > 0 {
             // The start of a record cut by the read moves to the front (no copy while a
             // large record arrives in small reads: that would be quadratic).
@@ -142,15 +136,24 @@ impl<R: Read> Read for Prefixed<R> {
     }
 }
 
+/// One read, retried when a signal interrupts it; 0 at the end of the input.
+fn read_once(input: &mut impl Read, buf: &mut [u8]) -> Result<usize, FileError> {
+    loop {
+        match input.read(buf) {
+            Ok(n) => return Ok(n),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return Err(FileError::Read),
+        }
+    }
+}
+
 /// Reads until `buf` is full or the input ends; the number of bytes read.
 fn read_up_to(input: &mut impl Read, buf: &mut [u8]) -> Result<usize, FileError> {
     let mut got = 0;
     while got < buf.len() {
-        match input.read(&mut buf[got..]) {
-            Ok(0) => break,
-            Ok(n) => got += n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(_) => return Err(FileError::Read),
+        match read_once(input, &mut buf[got..])? {
+            0 => break,
+            n => got += n,
         }
     }
     Ok(got)
@@ -191,25 +194,21 @@ impl Classic {
         })
     }
 
-    /// Passes on the whole records at the start of `data`, stopping once `limit` bytes
-    /// are used; returns the bytes used. A record cut by the end of `data` is left.
+    /// Passes on the whole records at the start of `data`; returns the bytes they take.
+    /// A record cut by the end of `data` is left.
     fn records(
         &self,
         data: &[u8],
-        limit: usize,
         summary: &mut FileSummary,
         on_frame: &mut impl FnMut(Frame<'_>),
     ) -> usize {
         let mut pos = 0;
-        while pos < limit {
-            let (Some(secs), Some(frac), Some(caplen), Some(origlen)) = (
-                self.u32_at(data, pos),
-                self.u32_at(data, pos + 4),
-                self.u32_at(data, pos + 8),
-                self.u32_at(data, pos + 12),
-            ) else {
-                break;
-            };
+        while let (Some(secs), Some(frac), Some(caplen), Some(origlen)) = (
+            self.u32_at(data, pos),
+            self.u32_at(data, pos + 4),
+            self.u32_at(data, pos + 8),
+            self.u32_at(data, pos + 12),
+        ) {
             let start = pos + 16;
             let Some(frame) = data.get(start..start.saturating_add(caplen as usize)) else {
                 break;
@@ -355,30 +354,6 @@ pub(crate) fn read_frames_parsed<R: Read + Send>(
     Ok(summary)
 }
 
-/// Reads a capture held in memory. Classic pcap is parsed in place without copying;
-/// other formats go through [`read_frames`].
-pub fn read_frames_in_memory(
-    data: &[u8],
-    mut on_frame: impl FnMut(Frame<'_>),
-    mut on_progress: impl FnMut(u64),
-) -> Result<FileSummary, FileError> {
-    let Some(classic) = Classic::from_header(data) else {
-        return read_frames(data, on_frame, on_progress);
-    };
-    let mut summary = FileSummary::default();
-    let mut pos = 24;
-    loop {
-        let used = classic.records(&data[pos..], 1 << 20, &mut summary, &mut on_frame);
-        pos += used;
-        on_progress(pos as u64);
-        if used == 0 {
-            break;
-        }
-    }
-    summary.truncated = pos < data.len();
-    Ok(summary)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -449,9 +424,9 @@ mod tests {
     /// The frames every reader finds in `data`, with `pcap-parser` as the reference.
     fn check_readers(data: &[u8], step: usize) {
         let (want, sw) = collect(|f| read_frames_parsed(data, f, |_| {}));
-        let (a, sa) = collect(|f| read_frames_in_memory(data, f, |_| {}));
+        let (a, sa) = collect(|f| read_frames(data, f, |_| {}));
         let (b, sb) = collect(|f| read_frames(Trickle { data, step }, f, |_| {}));
-        assert_eq!(a, want, "in memory");
+        assert_eq!(a, want, "whole reads");
         assert_eq!(b, want, "blocks of {step}");
         for s in [sa, sb] {
             assert_eq!(

@@ -456,14 +456,10 @@ fn is_framing_field(line: &[u8]) -> bool {
     let Some(colon) = find_colon(line) else {
         return false;
     };
-    let name = trim(&line[..colon]);
-    [
-        &b"transfer-encoding"[..],
-        b"content-length",
-        b"content-encoding",
-    ]
-    .iter()
-    .any(|n| name.eq_ignore_ascii_case(n))
+    matches!(
+        Known::of(trim(&line[..colon])),
+        Some(Known::TransferEncoding | Known::ContentLength | Known::ContentEncoding)
+    )
 }
 
 pub struct HeadLimits {

@@ -193,10 +193,11 @@ static ESCAPE: [u8; 128] = {
     t
 };
 
+const ONES: u64 = 0x0101_0101_0101_0101;
+const HIGH: u64 = 0x8080_8080_8080_8080;
+
 /// Whether any of 8 bytes needs escaping: a control byte, `"` or `\\` (SWAR test).
 fn word_needs_escape(w: u64) -> bool {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGH: u64 = 0x8080_8080_8080_8080;
     let has_zero = |x: u64| x.wrapping_sub(ONES) & !x & HIGH;
     let below_space = w.wrapping_sub(ONES * 0x20) & !w & HIGH;
     (below_space | has_zero(w ^ (ONES * b'"' as u64)) | has_zero(w ^ (ONES * b'\\' as u64))) != 0
@@ -241,7 +242,6 @@ fn write_str(out: &mut Vec<u8>, v: &[u8]) {
 /// `memcpy` for short strings) and rewritten with escapes in the rare case they need it.
 #[inline]
 fn write_str_body(out: &mut Vec<u8>, v: &[u8]) {
-    const HIGH: u64 = 0x8080_8080_8080_8080;
     let needs_escape = |w: u64| w & HIGH != 0 || word_needs_escape(w);
     let start = out.len();
     let n = v.len();
@@ -279,27 +279,13 @@ fn write_str_body(out: &mut Vec<u8>, v: &[u8]) {
     }
 }
 
+/// The slow path of [`write_str_body`]: escapes, and U+FFFD for invalid UTF-8.
 #[cold]
 fn write_escaped(out: &mut Vec<u8>, v: &[u8]) {
-    const HIGH: u64 = 0x8080_8080_8080_8080;
-    let mut clean = 0;
-    while clean + 8 <= v.len() {
-        let w = u64::from_le_bytes(v[clean..clean + 8].try_into().unwrap_or([0xff; 8]));
-        if w & HIGH != 0 || word_needs_escape(w) {
-            break;
-        }
-        clean += 8;
-    }
-    let rest = &v[clean..];
-    out.extend_from_slice(&v[..clean]);
-    if rest.is_ascii() {
-        escape_into(out, rest);
-    } else {
-        for chunk in rest.utf8_chunks() {
-            escape_into(out, chunk.valid().as_bytes());
-            if !chunk.invalid().is_empty() {
-                out.extend_from_slice("\u{fffd}".as_bytes());
-            }
+    for chunk in v.utf8_chunks() {
+        escape_into(out, chunk.valid().as_bytes());
+        if !chunk.invalid().is_empty() {
+            out.extend_from_slice("\u{fffd}".as_bytes());
         }
     }
 }
