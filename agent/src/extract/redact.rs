@@ -183,30 +183,28 @@ impl Redactor {
     /// A request target with the values of secret query parameters replaced.
     pub fn target(&self, target: &[u8]) -> Option<Vec<u8>> {
         let q = memchr::memchr(b'?', target)?;
+        // Where the value of a secret `name=value` pair starts.
         let secret = |pair: &[u8]| {
-            pair.iter()
-                .position(|&b| b == b'=')
-                .is_some_and(|eq| self.secret_param(&pair[..eq]))
+            let eq = pair.iter().position(|&b| b == b'=')?;
+            self.secret_param(&pair[..eq]).then_some(eq + 1)
         };
-        if !target[q + 1..].split(|&b| b == b'&').any(secret) {
-            return None;
-        }
-        let mut changed = false;
+        let pairs = || target[q + 1..].split(|&b| b == b'&');
+        // Most targets have no secret: they are not copied.
+        pairs().find_map(secret)?;
         let mut out = target[..=q].to_vec();
-        for (i, pair) in target[q + 1..].split(|&b| b == b'&').enumerate() {
+        for (i, pair) in pairs().enumerate() {
             if i > 0 {
                 out.push(b'&');
             }
-            match pair.iter().position(|&b| b == b'=') {
-                Some(eq) if self.secret_param(&pair[..eq]) => {
-                    out.extend_from_slice(&pair[..=eq]);
-                    self.write_mark(&pair[eq + 1..], &mut out);
-                    changed = true;
+            match secret(pair) {
+                Some(value) => {
+                    out.extend_from_slice(&pair[..value]);
+                    self.write_mark(&pair[value..], &mut out);
                 }
-                _ => out.extend_from_slice(pair),
+                None => out.extend_from_slice(pair),
             }
         }
-        changed.then_some(out)
+        Some(out)
     }
 }
 

@@ -231,14 +231,20 @@ impl Head {
     }
 }
 
+/// Space, or one of `\t \n \x0b \x0c \r` (9 to 13): what [`trim`] strips.
+fn is_white(b: u8) -> bool {
+    b == b' ' || b.wrapping_sub(b'\t') < 5
+}
+
 /// Strips white space (space, and tab to carriage return) from both ends.
 pub fn trim(s: &[u8]) -> &[u8] {
-    // Space, or one of `\t \n \x0b \x0c \r` (9 to 13).
-    let white = |b: &u8| *b == b' ' || b.wrapping_sub(b'\t') < 5;
-    let Some(start) = s.iter().position(|b| !white(b)) else {
+    let Some(start) = s.iter().position(|&b| !is_white(b)) else {
         return &s[s.len()..];
     };
-    let end = s.iter().rposition(|b| !white(b)).map_or(start, |e| e + 1);
+    let end = s
+        .iter()
+        .rposition(|&b| !is_white(b))
+        .map_or(start, |e| e + 1);
     &s[start..end]
 }
 
@@ -304,12 +310,13 @@ impl Iterator for Lines<'_> {
     }
 }
 
-const ONES: u64 = 0x0101_0101_0101_0101;
+pub(crate) const ONES: u64 = 0x0101_0101_0101_0101;
 
 /// A word with the high bit set in each byte of `w` equal to `b`. Bits above the first
-/// match can be set wrongly, so only the lowest set bit is meaningful.
+/// match can be set wrongly, so only the lowest set bit is meaningful (and whether any
+/// is set).
 #[inline(always)]
-fn bytes_equal(w: u64, b: u8) -> u64 {
+pub(crate) fn bytes_equal(w: u64, b: u8) -> u64 {
     let x = w ^ (ONES * u64::from(b));
     x.wrapping_sub(ONES) & !x & (ONES << 7)
 }
@@ -466,8 +473,6 @@ pub struct HeadLimits {
     pub max_fields: usize,
 }
 
-/// Parses a complete head. `buf` holds the start line, the header lines and the empty
-/// line that ends them (absent for HTTP/0.9 requests).
 /// The method, target and version (or version, status and reason) of a start line.
 fn start_line(buf: &[u8], first: Range<usize>) -> [Range<u32>; 3] {
     let parts = split_start(buf, first);
@@ -511,7 +516,6 @@ fn crlf_line(buf: &[u8], from: usize) -> Option<Range<usize>> {
 /// lenient parser makes of such a head, without its per-line checks. Returns false at
 /// anything else; the lenient parser then reads the head (and flags what it finds).
 fn clean_fields(buf: &[u8], mut from: usize, max_fields: usize, fields: &mut Vec<Field>) -> bool {
-    let white = |b: u8| b == b' ' || b.wrapping_sub(b'\t') < 5;
     loop {
         let Some(line) = crlf_line(buf, from) else {
             return false;
@@ -523,7 +527,11 @@ fn clean_fields(buf: &[u8], mut from: usize, max_fields: usize, fields: &mut Vec
         let Some(colon) = find_colon(text) else {
             return false;
         };
-        if colon == 0 || white(text[0]) || white(text[colon - 1]) || fields.len() >= max_fields {
+        if colon == 0
+            || is_white(text[0])
+            || is_white(text[colon - 1])
+            || fields.len() >= max_fields
+        {
             return false;
         }
         fields.push(Field {
@@ -534,6 +542,8 @@ fn clean_fields(buf: &[u8], mut from: usize, max_fields: usize, fields: &mut Vec
     }
 }
 
+/// Parses a complete head. `buf` holds the start line, the header lines and the empty
+/// line that ends them (absent for HTTP/0.9 requests).
 pub fn parse(buf: Vec<u8>, limits: &HeadLimits, anomalies: &mut Anomaly) -> Head {
     let mut fields: Vec<Field> = Vec::with_capacity(16);
     if let Some(first) = crlf_line(&buf, 0)

@@ -9,7 +9,7 @@ use base64::Engine;
 
 use crate::decode::Micros;
 use crate::extract::redact::Redactor;
-use crate::http::head::Known;
+use crate::http::head::{Known, ONES, bytes_equal};
 use crate::http::{Head, Transaction, head};
 use crate::reassembly::FlowMeta;
 
@@ -193,14 +193,12 @@ static ESCAPE: [u8; 128] = {
     t
 };
 
-const ONES: u64 = 0x0101_0101_0101_0101;
-const HIGH: u64 = 0x8080_8080_8080_8080;
+const HIGH: u64 = ONES << 7;
 
 /// Whether any of 8 bytes needs escaping: a control byte, `"` or `\\` (SWAR test).
 fn word_needs_escape(w: u64) -> bool {
-    let has_zero = |x: u64| x.wrapping_sub(ONES) & !x & HIGH;
     let below_space = w.wrapping_sub(ONES * 0x20) & !w & HIGH;
-    (below_space | has_zero(w ^ (ONES * b'"' as u64)) | has_zero(w ^ (ONES * b'\\' as u64))) != 0
+    (below_space | bytes_equal(w, b'"') | bytes_equal(w, b'\\')) != 0
 }
 
 /// Escapes valid UTF-8 (or ASCII) text into `out`.
